@@ -1,0 +1,73 @@
+"""The one image loader: bytes or a path in, an upright RGB PIL image out, or a clear `ImageError`.
+
+Used by the dataset stages, training, the catalog and the server alike, so an image is decoded the same
+way everywhere (EXIF rotation honoured, any mode converted to RGB, decompression bombs refused).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Refuse images that would decode to more pixels than this (a 30,000 x 30,000 PNG is 900 MP).
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message says why."""
+
+
+def _open(source: bytes | Path | str) -> Image.Image:
+    if isinstance(source, bytes | bytearray):
+        if not source:
+            raise ImageError("empty file")
+        return Image.open(io.BytesIO(source))
+    return Image.open(Path(source))
+
+
+def load_image(source: bytes | Path | str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode `source` fully into an RGB image, upright per its EXIF orientation (first frame if animated)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = _open(source)
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"image too large: {width}x{height} pixels (limit {max_pixels:,})")
+            image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"not a readable image: {exc}") from exc
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Truncated or corrupt data surfaces as OSError ("image file is truncated") or SyntaxError.
+        raise ImageError(f"broken image data: {exc}") from exc
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB; transparency is composited on white, 16-bit is scaled down."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        import numpy as np
+
+        array = np.asarray(image, dtype=np.float64)
+        peak = array.max() or 1.0
+        return Image.fromarray((array / peak * 255).astype("uint8")).convert("RGB")
+    if image.mode == "P" or image.mode in ("LA", "RGBA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def image_size(path: Path | str) -> tuple[int, int]:
+    """(width, height) from the header only, without decoding the pixels."""
+    with Image.open(path) as image:
+        return image.size

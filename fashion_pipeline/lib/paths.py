@@ -1,0 +1,116 @@
+"""Where every file of the pipeline lives: one path helper for assets, CLI, crawler and server."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CATEGORIES_FILE = Path(__file__).resolve().parent.parent / "categories.yaml"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("FASHION_DATA_DIR", "data")).resolve()
+
+
+def default_mlflow_uri() -> str:
+    """`MLFLOW_TRACKING_URI`, else a SQLite store under ./mlruns (the file store is deprecated in MLflow 3)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{Path('mlruns').resolve() / 'mlflow.db'}"
+
+
+@dataclass(frozen=True)
+class DataPaths:
+    """All materialized files, relative to one data root (`FASHION_DATA_DIR`, default ./data).
+
+    `df2_root` is the DeepFashion2 folder (`FASHION_DF2_ROOT`); empty means the generated sample.
+    """
+
+    root: Path
+    df2_root_setting: str = ""
+
+    @classmethod
+    def from_env(cls) -> DataPaths:
+        return cls(root=default_data_dir(), df2_root_setting=os.environ.get("FASHION_DF2_ROOT", ""))
+
+    # --- DeepFashion2 ---------------------------------------------------------------------------------
+    @property
+    def deepfashion2_sample(self) -> Path:
+        return self.root / "deepfashion2_sample"
+
+    @property
+    def df2_root(self) -> Path:
+        return Path(self.df2_root_setting).resolve() if self.df2_root_setting else self.deepfashion2_sample
+
+    @property
+    def deepfashion2_dir(self) -> Path:
+        return self.root / "deepfashion2"
+
+    @property
+    def annotations(self) -> Path:
+        return self.deepfashion2_dir / "annotations.parquet"
+
+    @property
+    def garment_items(self) -> Path:
+        return self.deepfashion2_dir / "garment_items.parquet"
+
+    @property
+    def crops_dir(self) -> Path:
+        return self.root / "crops"
+
+    @property
+    def crops_manifest(self) -> Path:
+        return self.crops_dir / "manifest.parquet"
+
+    @property
+    def yolo_dir(self) -> Path:
+        return self.root / "yolo"
+
+    @property
+    def yolo_data_yaml(self) -> Path:
+        return self.yolo_dir / "data.yaml"
+
+    # --- models ---------------------------------------------------------------------------------------
+    @property
+    def classifier_dir(self) -> Path:
+        return self.root / "models" / "classifier"
+
+    @property
+    def detector_dir(self) -> Path:
+        return self.root / "models" / "detector"
+
+    # --- catalog --------------------------------------------------------------------------------------
+    @property
+    def demo_shop_dir(self) -> Path:
+        return self.root / "demo_shop"
+
+    @property
+    def catalog_dir(self) -> Path:
+        return self.root / "catalog"
+
+    @property
+    def catalog_raw_dir(self) -> Path:
+        return self.catalog_dir / "raw"
+
+    @property
+    def catalog_images_dir(self) -> Path:
+        return self.catalog_dir / "images"
+
+    @property
+    def products(self) -> Path:
+        return self.catalog_dir / "products.parquet"
+
+    # --- retrieval ------------------------------------------------------------------------------------
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings" / "catalog_embeddings.parquet"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self.root / "evaluation"
