@@ -1,0 +1,485 @@
+"""The recommender: photo -> garments -> crops -> embeddings -> nearest catalog products per category.
+
+Loaded once from the materialized files (detector, classifier embedding, k-NN indexes, product catalog) and
+shared by the HTTP app and the `recommend` command, which both return `RecommendAnswer.to_dict()`, the
+answer shape of DESIGN.md's `POST /api/recommend`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from fashion_pipeline.lib.categories import CATEGORIES
+from fashion_pipeline.lib.crops import CropSettings, crop_box
+from fashion_pipeline.lib.images import load_image
+from fashion_pipeline.lib.paths import DataPaths
+
+log = logging.getLogger(__name__)
+
+DEFAULT_K = 10
+MAX_K = 100
+MAX_DETECTIONS = 10  # garments per photo we embed and search for; bounds the work one request can cause
+MIN_BOX_SIDE = 8  # px; a smaller detection has too little pixel content to embed meaningfully
+CROP_PREVIEW_SIDE = 224  # px, longest side of the crop previews the page shows
+
+NO_GARMENT_MESSAGE = (
+    "No garment found in this photo. Try a photo where the clothing is clearly visible, "
+    "or choose a category to search the whole photo."
+)
+
+# The columns the answer needs from products.parquet (DESIGN.md catalog contract).
+PRODUCT_COLUMNS = ("product_id", "site", "name", "url", "image_url", "image_path", "price", "currency")
+PRODUCT_COLUMNS_OPTIONAL = ("price_usd", "category")
+
+
+class RecommenderError(RuntimeError):
+    """The materialized files cannot serve recommendations; the message says what to (re)materialize."""
+
+
+class QueryError(ValueError):
+    """A request parameter is out of range or names something unknown; the message says what is allowed."""
+
+
+# --- the components the recommender is built from (implemented in lib/detector, lib/classifier, lib/knn) --
+class Detection(Protocol):
+    box: tuple[float, float, float, float]
+    category: str
+    score: float
+
+
+class Detector(Protocol):
+    version: int
+
+    def detect(self, image: Image.Image, conf: float = 0.25) -> Sequence[Detection]: ...
+
+
+class Embedder(Protocol):
+    version: int
+    embedding_dim: int
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray: ...
+
+
+class SearchIndex(Protocol):
+    manifest: Any  # knn.IndexManifest: category, model_version, count, dimension, metric, backend
+    product_ids: np.ndarray
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+# --- query and answer -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Query:
+    """What a shopper asks for besides the photo; build it with `Recommender.make_query` to validate it."""
+
+    k: int = DEFAULT_K
+    category: str | None = None  # search this category instead of the detected one
+    max_price_usd: float | None = None
+    site: str | None = None
+    include_crops: bool = False  # add a JPEG data URL of each crop (the page shows them)
+
+    @property
+    def filtered(self) -> bool:
+        return self.max_price_usd is not None or self.site is not None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    product_id: str
+    name: str
+    price: float | None
+    currency: str | None
+    price_usd: float | None
+    site: str
+    url: str
+    image_url: str | None
+    score: float  # cosine similarity of the garment crop and the product image, 1 is identical
+
+
+@dataclass(frozen=True)
+class Garment:
+    box: list[float]  # x1, y1, x2, y2 in pixels of the upright (EXIF-rotated) photo
+    category: str
+    score: float  # detector confidence; 0 for the whole photo searched under a chosen category
+    recommendations: list[Recommendation]
+    crop: str | None = None  # data:image/jpeg;base64,... when the query asked for crops
+
+
+@dataclass(frozen=True)
+class RecommendAnswer:
+    detections: list[Garment]
+    message: str | None = None
+    image_size: tuple[int, int] = (0, 0)  # width, height of the upright photo the boxes refer to
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON answer of `POST /api/recommend` and `fashion-pipeline recommend --json`."""
+        detections = []
+        for garment in self.detections:
+            entry: dict[str, Any] = {
+                "box": garment.box,
+                "category": garment.category,
+                "score": garment.score,
+                "recommendations": [vars(r).copy() for r in garment.recommendations],
+            }
+            if garment.crop is not None:
+                entry["crop"] = garment.crop
+            detections.append(entry)
+        return {
+            "detections": detections,
+            "message": self.message,
+            "image": {"width": self.image_size[0], "height": self.image_size[1]},
+        }
+
+
+# --- the catalog, aligned with each index ---------------------------------------------------------------
+@dataclass
+class _CategoryCatalog:
+    """One category's index with the catalog columns aligned to its rows (row i = index row i)."""
+
+    index: SearchIndex
+    known: np.ndarray  # bool (N,): the product is still in the catalog
+    positions: np.ndarray  # int (N,): row in the products table, -1 where unknown
+    price_usd: np.ndarray  # float (N,), NaN where unknown
+    site: np.ndarray  # object (N,)
+
+    def allowed(self, query: Query) -> np.ndarray:
+        mask = self.known.copy()
+        if query.site is not None:
+            mask &= self.site == query.site
+        if query.max_price_usd is not None:
+            # NaN (no USD price known) compares False: such products cannot prove they are within budget.
+            mask &= self.price_usd <= query.max_price_usd
+        return mask
+
+
+@dataclass
+class _Products:
+    table: pd.DataFrame
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.columns = {name: self.table[name].to_numpy() for name in self.table.columns}
+
+    def record(self, position: int, score: float) -> Recommendation:
+        column = self.columns
+        return Recommendation(
+            product_id=str(column["product_id"][position]),
+            name=str(column["name"][position]),
+            price=_number(column["price"][position]),
+            currency=_text(column["currency"][position]),
+            price_usd=_number(column["price_usd"][position]),
+            site=str(column["site"][position]),
+            url=str(column["url"][position]),
+            image_url=_text(column["image_url"][position]),
+            score=round(float(score), 4),
+        )
+
+
+def _number(value: Any) -> float | None:
+    if value is None or pd.isna(value):
+        return None
+    return round(float(value), 2)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value)
+
+
+def read_products(path: Path) -> pd.DataFrame:
+    """The catalog columns the recommender needs, from products.parquet."""
+    if not path.exists():
+        raise RecommenderError(f"no product catalog at {path}: materialize the product_catalog asset first")
+    table = pd.read_parquet(path)
+    missing = [c for c in PRODUCT_COLUMNS if c not in table.columns]
+    if missing:
+        raise RecommenderError(f"{path} lacks columns {missing}: rematerialize the product_catalog asset")
+    for column in PRODUCT_COLUMNS_OPTIONAL:
+        if column not in table.columns:
+            table[column] = np.nan
+    table = table[list(PRODUCT_COLUMNS + PRODUCT_COLUMNS_OPTIONAL)]
+    return table.drop_duplicates("product_id", keep="last").reset_index(drop=True)
+
+
+def check_index_versions(
+    indexes: Mapping[str, SearchIndex], embedder: Embedder, embeddings_versions: set[int] | None = None
+) -> None:
+    """Refuse indexes built from another embedding model than the one loaded, naming the asset to redo.
+
+    `embeddings_versions` (the model versions in catalog_embeddings.parquet, when known) decides whether
+    only the index is stale (rematerialize knn_index) or the embeddings too (catalog_embeddings first).
+    """
+    if not indexes:
+        raise RecommenderError("no k-NN index found: materialize the catalog_embeddings and knn_index assets")
+    stale = {
+        category: index.manifest.model_version
+        for category, index in indexes.items()
+        if int(index.manifest.model_version) != int(embedder.version)
+    }
+    if stale:
+        built = ", ".join(f"{c} (version {v})" for c, v in sorted(stale.items()))
+        if embeddings_versions is not None and embeddings_versions == {int(embedder.version)}:
+            redo = "rematerialize the knn_index asset"
+        else:
+            redo = "rematerialize the catalog_embeddings asset, then knn_index"
+        raise RecommenderError(
+            f"the k-NN indexes for {built} were built with another garment-classifier version than the "
+            f"loaded champion (version {embedder.version}): {redo}"
+        )
+    wrong_dimension = {
+        c: i.manifest.dimension for c, i in indexes.items() if int(i.manifest.dimension) != embedder.embedding_dim
+    }
+    if wrong_dimension:
+        raise RecommenderError(
+            f"the k-NN indexes {wrong_dimension} do not have the embedder's dimension "
+            f"{embedder.embedding_dim}: rematerialize the catalog_embeddings asset, then knn_index"
+        )
+
+
+# --- the recommender ------------------------------------------------------------------------------------
+class Recommender:
+    """Loaded once; `recommend` is safe to call from several threads when the components are."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        embedder: Embedder,
+        indexes: Mapping[str, SearchIndex],
+        products: pd.DataFrame,
+        *,
+        data_root: Path | None = None,
+        embeddings_versions: set[int] | None = None,
+        detection_confidence: float = 0.25,
+    ) -> None:
+        check_index_versions(indexes, embedder, embeddings_versions)
+        self.detector = detector
+        self.embedder = embedder
+        self.detection_confidence = detection_confidence
+        self.data_root = Path(data_root).resolve() if data_root is not None else None
+        self.products = _Products(products.reset_index(drop=True))
+        self.sites: tuple[str, ...] = tuple(sorted(set(self.products.table["site"].astype(str))))
+        self._position = pd.Index(self.products.table["product_id"].astype(str))
+        self._catalogs = {category: self._align(category, index) for category, index in indexes.items()}
+
+    @classmethod
+    def from_paths(cls, paths: DataPaths) -> Recommender:
+        """Load the champion detector and embedder, the indexes and the catalog from the data root."""
+        # Imported here: they pull in ONNX Runtime and TensorFlow, which the CLI must not load to show --help.
+        from fashion_pipeline.lib.classifier import load_embedder
+        from fashion_pipeline.lib.detector import load_detector
+        from fashion_pipeline.lib.knn import load_indexes
+
+        for asset, folder in (("garment_detector", paths.detector_dir), ("garment_classifier", paths.classifier_dir)):
+            if not (folder / "metadata.json").exists():
+                raise RecommenderError(f"no model in {folder}: materialize the {asset} asset first")
+        if not paths.index_dir.is_dir():
+            raise RecommenderError(
+                f"no k-NN index in {paths.index_dir}: materialize the catalog_embeddings and knn_index assets"
+            )
+        products = read_products(paths.products)
+        detector = load_detector(paths.detector_dir)
+        embedder = load_embedder(paths.classifier_dir)
+        indexes = load_indexes(paths.index_dir)
+        embeddings_versions = None
+        if paths.embeddings.exists():
+            versions = pd.read_parquet(paths.embeddings, columns=["model_version"])["model_version"]
+            embeddings_versions = {int(v) for v in versions.unique()}
+        return cls(
+            detector, embedder, indexes, products, data_root=paths.root, embeddings_versions=embeddings_versions
+        )
+
+    def _align(self, category: str, index: SearchIndex) -> _CategoryCatalog:
+        positions = self._position.get_indexer(np.asarray(index.product_ids).astype(str))
+        known = positions >= 0
+        if not known.all():
+            # The catalog moved on since the index was built; those products can no longer be sold.
+            log.warning(
+                "index %s lists %d products no longer in the catalog: rematerialize knn_index",
+                category,
+                int((~known).sum()),
+            )
+        safe = np.where(known, positions, 0)
+        table = self.products.table
+        price_usd = np.where(known, pd.to_numeric(table["price_usd"], errors="coerce").to_numpy()[safe], np.nan)
+        site = np.where(known, table["site"].astype(str).to_numpy()[safe], "")
+        return _CategoryCatalog(index=index, known=known, positions=positions, price_usd=price_usd, site=site)
+
+    # --- what the app shows about itself -----------------------------------------------------------------
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return tuple(c for c in CATEGORIES if c in self._catalogs) + tuple(
+            sorted(c for c in self._catalogs if c not in CATEGORIES)
+        )
+
+    @property
+    def product_count(self) -> int:
+        return len(self.products.table)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "detector_version": int(self.detector.version),
+            "embedder_version": int(self.embedder.version),
+            "products": self.product_count,
+            "indexes": {c: int(self._catalogs[c].index.manifest.count) for c in self.categories},
+            "sites": list(self.sites),
+            "categories": list(self.categories),
+            "max_k": MAX_K,
+        }
+
+    def product_image_path(self, product_id: str) -> Path | None:
+        """The downloaded image of a catalog product, only if it lies inside the data root."""
+        position = self._position.get_indexer([product_id])[0]
+        if position < 0 or self.data_root is None:
+            return None
+        stored = self.products.columns["image_path"][position]
+        if stored is None or (isinstance(stored, float) and math.isnan(stored)) or not str(stored):
+            return None
+        path = Path(str(stored))
+        if not path.is_absolute():
+            path = self.data_root / path
+        path = path.resolve()
+        # The catalog is our own file, but a path outside the data root is never served.
+        if not path.is_relative_to(self.data_root) or not path.is_file():
+            return None
+        return path
+
+    # --- queries -----------------------------------------------------------------------------------------
+    def make_query(
+        self,
+        k: int | str | None = None,
+        category: str | None = None,
+        max_price: float | str | None = None,
+        site: str | None = None,
+        include_crops: bool = False,
+    ) -> Query:
+        """A validated `Query` from raw values (form fields, CLI flags); `QueryError` says what is wrong."""
+        if k is None or k == "":
+            k_value = DEFAULT_K
+        else:
+            try:
+                k_value = int(k)
+            except (TypeError, ValueError):
+                raise QueryError(f"k must be a whole number from 1 to {MAX_K}, got {k!r}") from None
+            if not 1 <= k_value <= MAX_K:
+                raise QueryError(f"k must be from 1 to {MAX_K}, got {k_value}")
+        category = category or None
+        if category is not None and category not in self.categories:
+            raise QueryError(f"unknown category {category!r}: choose one of {', '.join(self.categories)}")
+        price: float | None = None
+        if max_price is not None and max_price != "":
+            try:
+                price = float(max_price)
+            except (TypeError, ValueError):
+                raise QueryError(f"max_price must be a number of US dollars, got {max_price!r}") from None
+            if not math.isfinite(price) or price < 0:
+                raise QueryError(f"max_price must be a non-negative number of US dollars, got {max_price!r}")
+        site = site or None
+        if site is not None and site not in self.sites:
+            raise QueryError(f"unknown site {site!r}: choose one of {', '.join(self.sites)}")
+        return Query(k=k_value, category=category, max_price_usd=price, site=site, include_crops=include_crops)
+
+    def recommend_bytes(self, data: bytes | Path | str, query: Query | None = None) -> RecommendAnswer:
+        """Decode the photo with the one image loader (`ImageError` when it is unusable), then recommend."""
+        return self.recommend(load_image(data), query)
+
+    def recommend(self, image: Image.Image, query: Query | None = None) -> RecommendAnswer:
+        query = query or Query()
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        detections = sorted(
+            self.detector.detect(image, conf=self.detection_confidence), key=lambda d: d.score, reverse=True
+        )
+        margin = CropSettings().margin  # the classifier was trained on crops with this margin
+        boxes: list[tuple[int, int, int, int]] = []
+        found: list[tuple[list[float], str, float]] = []
+        for detection in detections:
+            pixels = crop_box(image, detection.box, margin)
+            if pixels[2] - pixels[0] < MIN_BOX_SIDE or pixels[3] - pixels[1] < MIN_BOX_SIDE:
+                continue
+            category = query.category or detection.category
+            box = [round(float(v), 1) for v in detection.box]
+            found.append((box, category, round(float(detection.score), 4)))
+            boxes.append(pixels)
+            if len(found) == MAX_DETECTIONS:
+                break
+        message = None
+        if not found and query.category is not None:
+            # The shopper named the category: search with the whole photo rather than answer nothing.
+            boxes = [(0, 0, image.width, image.height)]
+            found = [([0.0, 0.0, float(image.width), float(image.height)], query.category, 0.0)]
+            message = f"No garment found; searched the whole photo as {query.category}."
+        if not found:
+            return RecommendAnswer(detections=[], message=NO_GARMENT_MESSAGE, image_size=image.size)
+
+        crops = [image.crop(pixels) for pixels in boxes]
+        embeddings = np.asarray(self.embedder.embed(crops), dtype=np.float32)  # (G, D), one batch per photo
+        results = self._search(embeddings, [category for _, category, _ in found], query)
+        garments = [
+            Garment(
+                box=box,
+                category=category,
+                score=score,
+                recommendations=recommendations,
+                crop=_data_url(crop) if query.include_crops else None,
+            )
+            for (box, category, score), recommendations, crop in zip(found, results, crops, strict=True)
+        ]
+        if message is None and not any(g.recommendations for g in garments):
+            message = (
+                "No product matches these filters; try a higher price or another site."
+                if query.filtered
+                else "No products in the detected categories yet."
+            )
+        return RecommendAnswer(detections=garments, message=message, image_size=image.size)
+
+    def _search(self, embeddings: np.ndarray, categories: list[str], query: Query) -> list[list[Recommendation]]:
+        results: list[list[Recommendation]] = [[] for _ in categories]
+        for category in dict.fromkeys(categories):
+            catalog = self._catalogs.get(category)
+            if catalog is None:
+                continue  # no product of this category in the catalog
+            members = [i for i, c in enumerate(categories) if c == category]
+            for i, hits in zip(members, self._nearest(catalog, embeddings[members], query), strict=True):
+                results[i] = [self.products.record(int(catalog.positions[row]), score) for row, score in hits]
+        return results
+
+    @staticmethod
+    def _nearest(catalog: _CategoryCatalog, queries: np.ndarray, query: Query) -> list[list[tuple[int, float]]]:
+        """The k best allowed rows per query, widening the search until filters leave k or the index is spent."""
+        count = int(catalog.index.manifest.count)
+        allowed = catalog.allowed(query)
+        wanted = min(query.k, int(allowed.sum()))
+        if wanted == 0:
+            return [[] for _ in range(len(queries))]
+        fetch = min(count, query.k if allowed.all() else max(4 * query.k, 64))
+        while True:
+            scores, rows = catalog.index.search(queries, fetch)
+            hits = [
+                [(int(r), float(s)) for r, s in zip(row_list, score_list, strict=True) if r >= 0 and allowed[r]][
+                    :wanted
+                ]
+                for row_list, score_list in zip(rows, scores, strict=True)
+            ]
+            if fetch >= count or all(len(h) >= wanted for h in hits):
+                return hits
+            fetch = min(count, fetch * 4)
+
+
+def _data_url(crop: Image.Image) -> str:
+    preview = crop.copy()
+    preview.thumbnail((CROP_PREVIEW_SIDE, CROP_PREVIEW_SIDE))
+    buffer = io.BytesIO()
+    preview.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

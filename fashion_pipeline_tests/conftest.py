@@ -1,0 +1,101 @@
+"""Test-wide settings: offline, no telemetry, every file under a temporary root, and shared tiny datasets."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_ROOT = Path(tempfile.mkdtemp(prefix="fashion-tests-"))
+
+# Set before anything imports Dagster, MLflow or Ultralytics: they read these at import time.
+os.environ.update(
+    {
+        "FASHION_DATA_DIR": str(_SESSION_ROOT / "data"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_ROOT / 'mlruns' / 'mlflow.db'}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "1",
+        "DAGSTER_HOME": str(_SESSION_ROOT / "dagster_home"),
+        "YOLO_OFFLINE": "1",
+        "YOLO_AUTOINSTALL": "0",
+        "YOLO_CONFIG_DIR": str(_SESSION_ROOT / "yolo_config"),
+        "HF_HUB_OFFLINE": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+)
+os.environ.pop("FASHION_DF2_ROOT", None)
+(_SESSION_ROOT / "mlruns").mkdir(parents=True, exist_ok=True)
+(_SESSION_ROOT / "dagster_home").mkdir(parents=True, exist_ok=True)
+(_SESSION_ROOT / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+
+pytest_plugins = [
+    "fashion_pipeline_tests.fixtures_deepfashion2",
+]
+
+SHARED_REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+
+# --- no connection leaves the machine -------------------------------------------------------------------
+# Every attempt to reach a non-loopback address is recorded and refused, so a test that would phone home
+# (a weights download, telemetry) fails loudly instead of hanging or passing by luck.
+NETWORK_ATTEMPTS: list[str] = []
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_local(address) -> bool:
+    if not isinstance(address, tuple):  # AF_UNIX paths
+        return True
+    host = address[0]
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _guarded_connect(self, address):
+    if not _is_local(address):
+        NETWORK_ATTEMPTS.append(repr(address))
+        raise ConnectionRefusedError(f"tests are offline: refused connection to {address!r}")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    if not _is_local(address):
+        NETWORK_ATTEMPTS.append(repr(address))
+        return 111  # ECONNREFUSED
+    return _real_connect_ex(self, address)
+
+
+socket.socket.connect = _guarded_connect
+socket.socket.connect_ex = _guarded_connect_ex
+
+
+class _AttemptsSince:
+    def __init__(self) -> None:
+        self.start = len(NETWORK_ATTEMPTS)
+
+    def __call__(self) -> list[str]:
+        return NETWORK_ATTEMPTS[self.start :]
+
+
+@pytest.fixture
+def network_attempts() -> _AttemptsSince:
+    """Call it at the end of a test: the non-loopback connections tried since the test began (all refused)."""
+    return _AttemptsSince()
+
+
+@pytest.fixture(scope="session")
+def session_root() -> Path:
+    return _SESSION_ROOT
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The staged real photos and pages (../shared/data/real); never copied into the repo."""
+    if not SHARED_REAL_DATA.is_dir():
+        raise FileNotFoundError(f"{SHARED_REAL_DATA} is missing: the tests read real data from ../shared")
+    return SHARED_REAL_DATA
