@@ -98,10 +98,10 @@ def test_merge_keeps_good_items_exactly(hand_built_root: Path) -> None:
 
 
 def test_missing_or_empty_root_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(deepfashion2.DeepFashion2RootError, match="FASHION_DF2_ROOT=.*does not exist"):
+    with pytest.raises(deepfashion2.DeepFashion2RootError, match=r"FASHION_DF2_ROOT=.*does not exist"):
         deepfashion2.read_deepfashion2(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(deepfashion2.DeepFashion2RootError, match="FASHION_DF2_ROOT=.*holds no DeepFashion2"):
+    with pytest.raises(deepfashion2.DeepFashion2RootError, match=r"FASHION_DF2_ROOT=.*holds no DeepFashion2"):
         deepfashion2.read_deepfashion2(tmp_path / "empty")
     (tmp_path / "noanno" / "train" / "annos").mkdir(parents=True)
     with pytest.raises(deepfashion2.DeepFashion2RootError, match="no JSON files"):

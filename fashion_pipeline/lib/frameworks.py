@@ -6,7 +6,10 @@ module that needs TensorFlow or Keras gets it from here, which imports torch fir
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+from pathlib import Path
 from types import ModuleType
 
 DEFAULT_THREADS = int(os.environ.get("FASHION_THREADS", str(min(2, os.cpu_count() or 1))))
@@ -21,6 +24,10 @@ def torch() -> ModuleType:
 
 def tensorflow() -> ModuleType:
     torch()  # must be loaded before TensorFlow
+    # torch._dynamo imports triton lazily (ultralytics and torchvision trigger it); triton loaded after
+    # TensorFlow segfaults even when torch itself came first, so load it now while it is still safe.
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -37,3 +44,29 @@ def keras() -> ModuleType:
     import keras as _keras
 
     return _keras
+
+
+def ultralytics() -> ModuleType:
+    """Ultralytics with every network reach turned off (STACK.md trap 3) and its MLflow callback disabled.
+
+    Our own code logs YOLO runs to MLflow; ultralytics' callback would start a second run and switch on a
+    global `mlflow.autolog()` that later logs Keras training as stray runs (trap 4).
+    """
+    torch()
+    # Read by ultralytics at import time, so they must be set before the first import.
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(".yolo_config").resolve()))
+    font = Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics" / "Arial.ttf"
+    if not font.exists():
+        # The font check runs even with plots=False and downloads Arial.ttf when missing.
+        import matplotlib
+
+        font.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", font)
+    import ultralytics as _ultralytics
+    from ultralytics.utils import SETTINGS
+
+    if SETTINGS.get("sync") or SETTINGS.get("mlflow"):
+        SETTINGS.update({"sync": False, "mlflow": False})
+    return _ultralytics

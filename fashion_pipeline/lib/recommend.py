@@ -259,7 +259,7 @@ class Recommender:
         indexes: Mapping[str, SearchIndex],
         products: pd.DataFrame,
         *,
-        data_root: Path | None = None,
+        paths: DataPaths | None = None,
         embeddings_versions: set[int] | None = None,
         detection_confidence: float = 0.25,
     ) -> None:
@@ -267,7 +267,7 @@ class Recommender:
         self.detector = detector
         self.embedder = embedder
         self.detection_confidence = detection_confidence
-        self.data_root = Path(data_root).resolve() if data_root is not None else None
+        self.paths = paths  # where downloaded product images are looked up; None serves none
         self.products = _Products(products.reset_index(drop=True))
         self.sites: tuple[str, ...] = tuple(sorted(set(self.products.table["site"].astype(str))))
         self._position = pd.Index(self.products.table["product_id"].astype(str))
@@ -297,7 +297,7 @@ class Recommender:
             versions = pd.read_parquet(paths.embeddings, columns=["model_version"])["model_version"]
             embeddings_versions = {int(v) for v in versions.unique()}
         return cls(
-            detector, embedder, indexes, products, data_root=paths.root, embeddings_versions=embeddings_versions
+            detector, embedder, indexes, products, paths=paths, embeddings_versions=embeddings_versions
         )
 
     def _align(self, category: str, index: SearchIndex) -> _CategoryCatalog:
@@ -340,21 +340,23 @@ class Recommender:
         }
 
     def product_image_path(self, product_id: str) -> Path | None:
-        """The downloaded image of a catalog product, only if it lies inside the data root."""
+        """The downloaded image of a catalog product, only if it is a file inside the data root.
+
+        `image_path` is absolute, or relative to the catalog images folder or to the data root.
+        """
         position = self._position.get_indexer([product_id])[0]
-        if position < 0 or self.data_root is None:
+        if position < 0 or self.paths is None:
             return None
-        stored = self.products.columns["image_path"][position]
-        if stored is None or (isinstance(stored, float) and math.isnan(stored)) or not str(stored):
+        stored = _text(self.products.columns["image_path"][position])
+        if not stored:
             return None
-        path = Path(str(stored))
-        if not path.is_absolute():
-            path = self.data_root / path
-        path = path.resolve()
-        # The catalog is our own file, but a path outside the data root is never served.
-        if not path.is_relative_to(self.data_root) or not path.is_file():
-            return None
-        return path
+        root = self.paths.root.resolve()
+        for base in (self.paths.catalog_images_dir, self.paths.root):
+            path = (base / stored).resolve()  # an absolute `stored` replaces `base`
+            # The catalog is our own file, but a path that leads outside the data root is never served.
+            if path.is_relative_to(root) and path.is_file():
+                return path
+        return None
 
     # --- queries -----------------------------------------------------------------------------------------
     def make_query(

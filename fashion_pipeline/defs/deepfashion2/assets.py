@@ -1,7 +1,5 @@
 """DeepFashion2 -> one table of garment items -> balanced crops (classifier) and a YOLO dataset (detector)."""
 
-from __future__ import annotations
-
 import dagster as dg
 import pandas as pd
 from pydantic import Field

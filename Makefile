@@ -1,0 +1,74 @@
+# Every target bootstraps .venv itself, so a fresh clone needs only Python 3.11 and make.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Project-local state; nothing leaves the machine (STACK.md: telemetry).
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export YOLO_OFFLINE := 1
+export YOLO_AUTOINSTALL := 0
+export YOLO_CONFIG_DIR := $(CURDIR)/.yolo_config
+
+HOST ?= 127.0.0.1
+
+.PHONY: help venv chromium dagster-home demo test lint format ui mlflow serve bench clean
+
+help:
+	@echo "make demo    set up, materialize everything on the embedded default, start the UIs and the app"
+	@echo "make test    set up and run the test suite"
+	@echo "make lint | format | ui | mlflow | serve | bench | clean"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Browser for scrapy-playwright and the page tests: Debian's chromium here (playwright's own download
+# needs network we do not have); elsewhere playwright's bundled build.
+chromium:
+	@if [ -x /usr/bin/chromium ] || [ -n "$$FASHION_CHROMIUM_PATH" ]; then :; \
+	elif command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; \
+	else $(BIN)/playwright install chromium; fi
+
+dagster-home:
+	@mkdir -p $(DAGSTER_HOME) mlruns
+	@test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+
+demo: venv chromium dagster-home
+	$(BIN)/fashion-pipeline demo --host $(HOST)
+
+test: venv chromium
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+ui: venv dagster-home
+	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p 3000
+
+mlflow: venv dagster-home
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+		--default-artifact-root $(CURDIR)/mlruns/artifacts --host $(HOST) --port 5000
+
+serve: venv
+	$(BIN)/fashion-pipeline serve --host $(HOST) --port 8000
+
+bench: venv chromium
+	$(BIN)/python benchmarks/bench_merge.py
+
+clean:
+	rm -rf data/deepfashion2_sample data/deepfashion2 data/crops data/yolo data/models data/demo_shop \
+		data/catalog data/embeddings data/index data/evaluation

@@ -1,0 +1,164 @@
+"""`fashion-pipeline demo`: materialize every asset on the embedded default, then start the three UIs.
+
+Runs are recorded in the project's Dagster instance (`DAGSTER_HOME`, default ./.dagster_home), so the
+Dagster UI shows them afterwards; MLflow tracks to its SQLite store under ./mlruns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+# Only the demo shop can be crawled offline; real sites are crawled from the UI or the recrawl schedule.
+DEFAULT_DEMO_SITES = "demo_shop"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface the UIs listen on (default 127.0.0.1)")
+    parser.add_argument("--dagster-port", type=int, default=3000)
+    parser.add_argument("--mlflow-port", type=int, default=5000)
+    parser.add_argument("--app-port", type=int, default=8000)
+    parser.add_argument("--sites", default=os.environ.get("FASHION_DEMO_SITES", DEFAULT_DEMO_SITES),
+                        help="comma-separated catalog_raw partitions to crawl (default: demo_shop)")  # fmt: skip
+    parser.add_argument("--skip-materialize", action="store_true", help="only start the UIs on what exists")
+    parser.add_argument("--no-ui", action="store_true", help="materialize, then exit without starting the UIs")
+
+
+def prepare_environment() -> Path:
+    """Project-local Dagster home with telemetry off, and MLflow/Ultralytics kept offline."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(".yolo_config").resolve()))
+    Path("mlruns").mkdir(exist_ok=True)
+    return home
+
+
+def materialize_all(sites: list[str]) -> None:
+    """Materialize the whole graph in dependency order, partitioned assets once per requested partition."""
+    import dagster as dg
+
+    from fashion_pipeline.definitions import defs
+
+    instance = dg.DagsterInstance.get()
+    graph = defs.resolve_asset_graph()
+    job_assets = list(defs.assets or [])
+    # Consecutive assets with the same partitioning run as one run; a partitioned batch runs per partition.
+    batches: list[tuple[object, list[dg.AssetKey]]] = []
+    for key in graph.toposorted_asset_keys:
+        node = graph.get(key)
+        if not node.is_materializable:
+            continue
+        partitions = node.partitions_def
+        if batches and batches[-1][0] == partitions:
+            batches[-1][1].append(key)
+        else:
+            batches.append((partitions, [key]))
+    for partitions, keys in batches:
+        names = ", ".join(key.to_user_string() for key in keys)
+        partition_keys = [None] if partitions is None else [s for s in sites if s in partitions.get_partition_keys()]
+        for partition_key in partition_keys:
+            label = f"{names}" + (f" [{partition_key}]" if partition_key else "")
+            print(f"==> materializing {label}", flush=True)
+            started = time.perf_counter()
+            result = dg.materialize(
+                job_assets,
+                instance=instance,
+                resources=defs.resources,
+                selection=keys,
+                partition_key=partition_key,
+                raise_on_error=False,
+            )
+            if not result.success:
+                raise SystemExit(f"materializing {label} failed: see the run in the Dagster UI (make ui)")
+            print(f"    done in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def _wait_for(url: str, timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except (urllib.error.URLError, OSError):
+            time.sleep(1)
+    return False
+
+
+def start_services(args: argparse.Namespace) -> int:
+    bin_dir = Path(sys.executable).parent
+    mlruns = Path("mlruns").resolve()
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{mlruns / 'mlflow.db'}")
+    services = {
+        "Dagster UI": (
+            [str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml", "-h", args.host, "-p", str(args.dagster_port)],
+            f"http://{args.host}:{args.dagster_port}",
+        ),
+        "MLflow UI": (
+            [
+                str(bin_dir / "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                tracking_uri,
+                "--default-artifact-root",
+                str(mlruns / "artifacts"),
+                "--host",
+                args.host,
+                "--port",
+                str(args.mlflow_port),
+            ],
+            f"http://{args.host}:{args.mlflow_port}",
+        ),
+        "Shop app": (
+            [str(bin_dir / "fashion-pipeline"), "serve", "--host", args.host, "--port", str(args.app_port)],
+            f"http://{args.host}:{args.app_port}",
+        ),
+    }
+    processes = {}
+    try:
+        for name, (command, _url) in services.items():
+            # Own process group each, so Ctrl-C here stops every child (dagster dev has children of its own).
+            processes[name] = subprocess.Popen(command, start_new_session=True)
+        for name, (_command, url) in services.items():
+            ready = _wait_for(url)
+            print(f"{name:>10}: {url}" + ("" if ready else "  (not answering yet: see its log above)"), flush=True)
+        print("Ctrl-C stops all three.", flush=True)
+        while all(p.poll() is None for p in processes.values()):
+            time.sleep(1)
+        failed = [name for name, p in processes.items() if p.poll() is not None]
+        print(f"stopped unexpectedly: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...", flush=True)
+        return 0
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def run(args: argparse.Namespace) -> int:
+    prepare_environment()
+    if not args.skip_materialize:
+        materialize_all([s.strip() for s in args.sites.split(",") if s.strip()])
+    if args.no_ui:
+        return 0
+    return start_services(args)

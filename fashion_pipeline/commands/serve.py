@@ -1,0 +1,54 @@
+"""`fashion-pipeline serve`: the shopping page and HTTP API over the materialized files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=None,
+        help="largest photo accepted, in MB (default 10, or FASHION_MAX_UPLOAD_MB)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="photos analysed at once; more queue (default 2, or FASHION_INFERENCE_WORKERS)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import uvicorn
+
+    from fashion_pipeline.lib.paths import DataPaths
+    from fashion_pipeline.lib.recommend import Recommender, RecommenderError
+    from serve.app import ServeSettings, create_app
+
+    settings = ServeSettings.from_env()
+    if args.max_upload_mb is not None:
+        settings = dataclasses.replace(settings, max_upload_mb=args.max_upload_mb)
+    if args.workers is not None:
+        settings = dataclasses.replace(settings, inference_workers=args.workers)
+    paths = DataPaths.from_env()
+    try:
+        # Loaded before the server starts: a stale index stops it here with the asset to rematerialize.
+        recommender = Recommender.from_paths(paths)
+    except RecommenderError as exc:
+        print(f"fashion-pipeline serve: cannot start: {exc}", file=sys.stderr)
+        return 1
+    health = recommender.health()
+    print(
+        f"Serving {health['products']} products (detector v{health['detector_version']}, "
+        f"embedder v{health['embedder_version']}) at http://{args.host}:{args.port}/",
+        flush=True,
+    )
+    uvicorn.run(create_app(recommender, settings), host=args.host, port=args.port, log_level="info")
+    return 0

@@ -1,0 +1,156 @@
+"""The shopping app: `POST /api/recommend`, `GET /healthz`, product images and the one page at `GET /`.
+
+It reads the materialized files only, through one `Recommender` loaded at start. Model inference is
+CPU-bound, so it runs in worker threads, at most `inference_workers` at a time: a burst of requests
+queues instead of oversubscribing the cores or decoding every photo at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fashion_pipeline.lib.images import ImageError
+from fashion_pipeline.lib.recommend import QueryError, Recommender
+from serve.upload import IMAGE_FIELD, UploadError, read_upload
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+QUERY_FIELDS = ("k", "category", "max_price", "site", "crops")
+# The page loads only its own script and style; product images may come from the shops themselves.
+PAGE_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: http: https:; "
+    "media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    max_upload_mb: float = 10.0
+    inference_workers: int = min(2, os.cpu_count() or 1)
+
+    @classmethod
+    def from_env(cls) -> ServeSettings:
+        """`FASHION_MAX_UPLOAD_MB` and `FASHION_INFERENCE_WORKERS`, when set."""
+        default = cls()
+        return cls(
+            max_upload_mb=float(os.environ.get("FASHION_MAX_UPLOAD_MB", default.max_upload_mb)),
+            inference_workers=int(os.environ.get("FASHION_INFERENCE_WORKERS", default.inference_workers)),
+        )
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def create_app(recommender: Recommender, settings: ServeSettings | None = None) -> FastAPI:
+    """The app around an already loaded recommender (tests pass one built from fakes)."""
+    settings = settings or ServeSettings()
+    if settings.inference_workers < 1:
+        raise ValueError(f"inference_workers must be at least 1, got {settings.inference_workers}")
+    app = FastAPI(title="fashion-pipeline", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.recommender = recommender
+    app.state.settings = settings
+    limiters: dict[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = {}
+
+    def inference_limiter() -> anyio.CapacityLimiter:
+        # One limiter per event loop (a test client may run several loops over the app's life).
+        loop = asyncio.get_running_loop()
+        if loop not in limiters:
+            limiters.clear()
+            limiters[loop] = anyio.CapacityLimiter(settings.inference_workers)
+        return limiters[loop]
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        if exc.status_code == 404:
+            message = f"nothing at {request.url.path}"
+        return _error(exc.status_code, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return _error(422, problems or "invalid request")
+
+    @app.exception_handler(UploadError)
+    async def upload_error(request: Request, exc: UploadError) -> JSONResponse:
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: logged with its traceback, answered as JSON like every other error.
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "internal error: the server log has the details")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(
+            STATIC_DIR / "index.html",
+            media_type="text/html; charset=utf-8",
+            headers={"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"},
+        )
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {**recommender.health(), "max_upload_bytes": settings.max_upload_bytes}
+
+    @app.get("/images/{product_id:path}")
+    async def product_image(product_id: str) -> Response:
+        # The path comes from the catalog row of this product id, never from the request.
+        path = recommender.product_image_path(product_id)
+        if path is None:
+            return _error(404, f"no downloaded image for product {product_id!r}")
+        return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
+
+    @app.post("/api/recommend")
+    async def recommend(request: Request) -> JSONResponse:
+        upload = await read_upload(request, settings.max_upload_bytes)
+        unknown = sorted(set(upload.fields) - set(QUERY_FIELDS))
+        if unknown:
+            return _error(
+                422, f"unknown field(s) {', '.join(unknown)}: send {IMAGE_FIELD} and any of {', '.join(QUERY_FIELDS)}"
+            )
+        fields = upload.fields
+        try:
+            query = recommender.make_query(
+                k=fields.get("k"),
+                category=fields.get("category"),
+                max_price=fields.get("max_price"),
+                site=fields.get("site"),
+                include_crops=fields.get("crops", "").lower() in ("1", "true", "yes"),
+            )
+        except QueryError as exc:
+            return _error(422, str(exc))
+        try:
+            answer = await anyio.to_thread.run_sync(
+                recommender.recommend_bytes, upload.image, query, limiter=inference_limiter()
+            )
+        except ImageError as exc:
+            return _error(400, str(exc))
+        return JSONResponse(answer.to_dict(), headers={"Cache-Control": "no-store"})
+
+    return app
