@@ -324,6 +324,8 @@ class LiveServer:
     def __init__(self, app) -> None:
         import uvicorn
 
+        self.app = app
+        self.recommender: Recommender = app.state.recommender
         config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -20,6 +20,10 @@ FORM_OVERHEAD_BYTES = 64 * 1024  # part headers, boundaries and the small text f
 ACCEPTED_PART_TYPES = ("image/", "application/octet-stream")
 
 
+def too_large(max_image_bytes: int) -> str:
+    return f"photo larger than the {max_image_bytes / 2**20:g} MB upload limit"
+
+
 class UploadError(Exception):
     """A request the app refuses; `status` is the HTTP status, the message is shown to the user."""
 
@@ -98,9 +102,7 @@ class _Collector:
         part.data += data[start:end]
         if part.name == IMAGE_FIELD:
             if len(part.data) > self.max_image_bytes:
-                raise UploadError(
-                    413, f"photo larger than the {self.max_image_bytes / 1_000_000:g} MB upload limit"
-                )
+                raise UploadError(413, too_large(self.max_image_bytes))
         elif len(part.data) > MAX_FIELD_BYTES:
             raise UploadError(400, f"form field {part.name!r} is longer than {MAX_FIELD_BYTES} bytes")
 
@@ -123,7 +125,7 @@ async def read_upload(request: Request, max_image_bytes: int) -> Upload:
     max_body = max_image_bytes + FORM_OVERHEAD_BYTES
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body:
-        raise UploadError(413, f"photo larger than the {max_image_bytes / 1_000_000:g} MB upload limit")
+        raise UploadError(413, too_large(max_image_bytes))
 
     collector = _Collector(max_image_bytes)
     callbacks = {
@@ -145,7 +147,7 @@ async def read_upload(request: Request, max_image_bytes: int) -> Upload:
         async for chunk in request.stream():
             received += len(chunk)
             if received > max_body:
-                raise UploadError(413, f"photo larger than the {max_image_bytes / 1_000_000:g} MB upload limit")
+                raise UploadError(413, too_large(max_image_bytes))
             parser.write(chunk)
         parser.finalize()
     except MultipartParseError as exc:

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         recommender = Recommender.from_paths(DataPaths.from_env())
         query = recommender.make_query(k=args.k, category=args.category, max_price=args.max_price, site=args.site)
-        answer = recommender.recommend_bytes(args.image.read_bytes(), query).to_dict()
+        answer = recommender.recommend_bytes(args.image, query).to_dict()
     except (RecommenderError, QueryError, ImageError) as exc:
         print(f"fashion-pipeline recommend: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, RecommenderError) else 2

@@ -27,9 +27,7 @@ def load_category_map(path: Path = CATEGORIES_FILE) -> CategoryMap:
     to_category: dict[int, str] = {}
     for key, entry in raw["mapping"].items():
         if entry["category"] not in categories:
-            raise ValueError(
-                f"{path}: category_id {key} maps to {entry['category']!r}, not one of {categories}"
-            )
+            raise ValueError(f"{path}: category_id {key} maps to {entry['category']!r}, not one of {categories}")
         names[int(key)] = entry["name"]
         to_category[int(key)] = entry["category"]
     return CategoryMap(categories=categories, names=names, to_category=to_category)

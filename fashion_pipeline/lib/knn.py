@@ -308,3 +308,83 @@ def clustered_unit_vectors(
         noise = rng.standard_normal((stop - start, dim), dtype=np.float32) * np.float32(spread / np.sqrt(dim))
         out[start:stop] = normalize_rows(centre_vectors[assignment] + noise)
     return out
+
+
+def consistency_problems(
+    index_dir: Path,
+    embeddings: pd.DataFrame,
+    catalog: pd.DataFrame,
+    model_version: int,
+    dimension: int,
+    failed: Sequence[str] = (),
+) -> list[str]:
+    """Every way the indexes under `index_dir`, the embeddings table, the catalog and the champion model
+    (`model_version`, `dimension`) disagree, as sentences naming what to rematerialize; [] when they agree.
+
+    `failed`: catalog products that could not be embedded (unreadable image): expected to be missing.
+    """
+    problems: list[str] = []
+    index_dir = Path(index_dir)
+    versions = sorted({int(v) for v in embeddings["model_version"]})
+    if versions and versions != [int(model_version)]:
+        problems.append(
+            f"embeddings come from model version(s) {versions}, the champion is version {model_version}: "
+            "rematerialize catalog_embeddings"
+        )
+    categorised = embeddings[embeddings["category"].notna()]
+    expected = {str(c): set(g["product_id"].astype(str)) for c, g in categorised.groupby("category")}
+    found: dict[str, IndexManifest] = {}
+    if index_dir.is_dir():
+        for child in sorted(index_dir.iterdir()):
+            if child.is_dir() and not child.name.startswith("."):
+                try:
+                    found[child.name] = read_manifest(child)
+                except (FileNotFoundError, KnnIndexError, json.JSONDecodeError) as exc:
+                    problems.append(f"{child}: unreadable index ({exc}): rematerialize knn_index")
+    for category in sorted(set(expected) - set(found)):
+        problems.append(f"no index for category {category!r} ({len(expected[category])} products)")
+    for category, manifest in found.items():
+        where = f"index {category!r}"
+        if category not in expected:
+            problems.append(f"{where} has no products in the embeddings table: rematerialize knn_index")
+            continue
+        if manifest.category != category:
+            problems.append(f"{where}: manifest names category {manifest.category!r}")
+        if manifest.model_version != int(model_version):
+            problems.append(
+                f"{where} was built from model version {manifest.model_version}, the champion is version "
+                f"{model_version}: rematerialize catalog_embeddings and knn_index"
+            )
+        if manifest.dimension != int(dimension):
+            problems.append(f"{where} has dimension {manifest.dimension}, the champion model {dimension}")
+        if manifest.metric != METRIC:
+            problems.append(f"{where} uses metric {manifest.metric!r}, not {METRIC!r}")
+        ids_path = index_dir / category / PRODUCT_IDS_FILE
+        indexed = set(pd.read_parquet(ids_path)["product_id"].astype(str)) if ids_path.is_file() else set()
+        if len(indexed) != manifest.count:
+            problems.append(f"{where}: {len(indexed)} product ids but the manifest says {manifest.count}")
+        if indexed != expected[category]:
+            problems.append(
+                f"{where} differs from the embeddings: {len(expected[category] - indexed)} products missing, "
+                f"{len(indexed - expected[category])} extra: rematerialize knn_index"
+            )
+    failed_ids = set(map(str, failed))
+    catalog_ids = {
+        str(c): set(g["product_id"].astype(str)) for c, g in catalog[catalog["category"].notna()].groupby("category")
+    }
+    for category in sorted(set(catalog_ids) | set(expected)):
+        in_catalog = catalog_ids.get(category, set())
+        embedded = expected.get(category, set())
+        not_covered = in_catalog - embedded - failed_ids
+        gone = embedded - in_catalog
+        if not_covered:
+            problems.append(
+                f"the catalog has {len(not_covered)} {category!r} products that are neither embedded nor "
+                "known to have failed: rematerialize catalog_embeddings and knn_index"
+            )
+        if gone:
+            problems.append(
+                f"{len(gone)} embedded {category!r} products are no longer in the catalog (or changed "
+                "category): rematerialize catalog_embeddings and knn_index"
+            )
+    return problems

@@ -276,11 +276,6 @@ class Recommender:
     @classmethod
     def from_paths(cls, paths: DataPaths) -> Recommender:
         """Load the champion detector and embedder, the indexes and the catalog from the data root."""
-        # Imported here: they pull in ONNX Runtime and TensorFlow, which the CLI must not load to show --help.
-        from fashion_pipeline.lib.classifier import load_embedder
-        from fashion_pipeline.lib.detector import load_detector
-        from fashion_pipeline.lib.knn import load_indexes
-
         for asset, folder in (("garment_detector", paths.detector_dir), ("garment_classifier", paths.classifier_dir)):
             if not (folder / "metadata.json").exists():
                 raise RecommenderError(f"no model in {folder}: materialize the {asset} asset first")
@@ -289,6 +284,11 @@ class Recommender:
                 f"no k-NN index in {paths.index_dir}: materialize the catalog_embeddings and knn_index assets"
             )
         products = read_products(paths.products)
+        # Imported here: they pull in ONNX Runtime and TensorFlow, which the CLI must not load to show --help.
+        from fashion_pipeline.lib.classifier import load_embedder
+        from fashion_pipeline.lib.detector import load_detector
+        from fashion_pipeline.lib.knn import load_indexes
+
         detector = load_detector(paths.detector_dir)
         embedder = load_embedder(paths.classifier_dir)
         indexes = load_indexes(paths.index_dir)
@@ -296,9 +296,7 @@ class Recommender:
         if paths.embeddings.exists():
             versions = pd.read_parquet(paths.embeddings, columns=["model_version"])["model_version"]
             embeddings_versions = {int(v) for v in versions.unique()}
-        return cls(
-            detector, embedder, indexes, products, paths=paths, embeddings_versions=embeddings_versions
-        )
+        return cls(detector, embedder, indexes, products, paths=paths, embeddings_versions=embeddings_versions)
 
     def _align(self, category: str, index: SearchIndex) -> _CategoryCatalog:
         positions = self._position.get_indexer(np.asarray(index.product_ids).astype(str))

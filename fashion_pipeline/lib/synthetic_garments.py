@@ -107,7 +107,7 @@ def random_spec(category_id: int, rng: np.random.Generator) -> GarmentSpec:
         values |= {"neck_width": _u(rng, 0.36, 0.42), "neck_depth": _u(rng, 0.7, 1.1)}
         values |= {"opening": _u(rng, 0.35, 0.6), "sleeve_length": values["sleeve_length"] + 0.1}
     elif category_id == 7:
-        values |= {"length": _u(rng, 3.4, 3.85), "hem_width": _u(rng, 0.36, 0.44)}
+        values |= {"length": _u(rng, 3.45, 3.95), "hem_width": _u(rng, 0.34, 0.42)}
     elif category_id == 8:
         values |= {"length": _u(rng, 5.6, 5.95), "hem_width": _u(rng, 0.22, 0.38)}
     elif category_id in (9, *DRESSES):
@@ -175,8 +175,8 @@ def _trousers_right(spec: GarmentSpec, pose: Pose) -> list[Point]:
     reach = (spec.length - hy) / d[1]
     centre = (hx + d[0] * reach, hy + d[1] * reach)
     outer = (centre[0] + n[0] * spec.hem_width, centre[1] + n[1] * spec.hem_width)
-    inner = (max(centre[0] - n[0] * spec.hem_width, 0.04), centre[1] - n[1] * spec.hem_width)
-    return [(0.0, 1.96), (0.76, 1.95), (0.93, 2.55), outer, inner, (0.0, 3.1)]
+    inner = (max(centre[0] - n[0] * spec.hem_width, 0.08), centre[1] - n[1] * spec.hem_width)
+    return [(0.0, 1.96), (0.76, 1.95), (0.93, 2.55), outer, inner, (0.0, 2.95)]
 
 
 def build_shape(spec: GarmentSpec, pose: Pose) -> GarmentShape:
@@ -287,7 +287,7 @@ def _random_color(rng: np.random.Generator, neutral: bool = False) -> tuple[int,
                    (0.1, _u(rng, 0.2, 0.4), _u(rng, 0.55, 0.85))][int(rng.integers(3))]  # fmt: skip
     else:
         h, s, v = _u(rng, 0, 1), _u(rng, 0.25, 0.95), _u(rng, 0.3, 0.95)
-    return tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(h, s, v))  # type: ignore[return-value]
+    return tuple(round(c * 255) for c in colorsys.hsv_to_rgb(h, s, v))  # type: ignore[return-value]
 
 
 def random_appearance(category_id: int, rng: np.random.Generator) -> Appearance:

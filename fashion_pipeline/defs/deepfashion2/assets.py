@@ -7,7 +7,7 @@ from pydantic import Field
 from fashion_pipeline.defs.resources import DataPathsResource
 from fashion_pipeline.lib import crops, deepfashion2, yolo_format
 from fashion_pipeline.lib.atomic import atomic_dir, write_parquet
-from fashion_pipeline.lib.categories import CATEGORIES, load_category_map
+from fashion_pipeline.lib.categories import CATEGORIES, DF2_CATEGORY_NAMES, load_category_map
 from fashion_pipeline.lib.previews import count_table_md, image_strip_md
 
 GROUP = "deepfashion2"
@@ -44,9 +44,22 @@ def deepfashion2_sample(config: SampleConfig, paths: DataPathsResource) -> dg.Ma
     return dg.MaterializeResult(
         metadata={
             "generated": True,
-            "images": summary.n_images,
+            "images": summary.total_images,
+            "images_by_split": dg.MetadataValue.json(summary.images),
             "path": dg.MetadataValue.path(str(data.deepfashion2_sample)),
-            "summary": dg.MetadataValue.md(summary.to_markdown()),
+            "items_by_category": dg.MetadataValue.md(
+                count_table_md(
+                    pd.DataFrame(
+                        [
+                            {"category_name": DF2_CATEGORY_NAMES[c], "split": split, "count": n}
+                            for split, by_category in summary.items_per_split.items()
+                            for c, n in by_category.items()
+                        ]
+                    ),
+                    "category_name",
+                    "split",
+                )
+            ),
         }
     )
 

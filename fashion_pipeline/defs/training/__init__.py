@@ -1,5 +1,7 @@
-"""The training stage: its assets, checks, jobs and schedules, gathered into one Definitions object."""
+"""The training stage: the garment classifier/embedder and the garment detector, tracked in MLflow."""
 
 import dagster as dg
 
-defs = dg.Definitions()
+from fashion_pipeline.defs.training.assets import garment_classifier, garment_detector
+
+defs = dg.Definitions(assets=[garment_classifier, garment_detector])

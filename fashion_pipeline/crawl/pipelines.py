@@ -1,0 +1,160 @@
+"""Item pipelines, one job each, in order: validate, parse the price, convert it to USD, drop repeated
+URLs, download the image, drop repeated photos. A product that fails a step is dropped with a reason
+(`ProductDropped`), which the crawl report counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from scrapy.crawler import Crawler
+from scrapy.pipelines.images import ImageException, ImagesPipeline
+from scrapy.pipelines.media import FileException
+
+from fashion_pipeline.crawl.items import ProductItem
+from fashion_pipeline.crawl.report import IMAGES_FAILED, ProductDropped
+from fashion_pipeline.lib.catalog import canonical_url, image_fingerprint
+from fashion_pipeline.lib.categories import CATEGORIES
+from fashion_pipeline.lib.images import ImageError, load_image
+from fashion_pipeline.lib.prices import PriceError, parse_price, to_usd
+
+REQUIRED_FIELDS = ("sku", "name", "url", "image_url", "category")
+
+
+def validation_problem(item: ProductItem) -> str | None:
+    """Why `item` cannot be a catalog product, or None when it can."""
+    for name in REQUIRED_FIELDS:
+        value = getattr(item, name)
+        if not value or not str(value).strip():
+            return f"missing {name}"
+    if item.category not in CATEGORIES:
+        return "unknown category"
+    for url in (item.url, item.image_url):
+        if not str(url).startswith(("http://", "https://")):
+            return "not an absolute URL"
+    return None
+
+
+class ValidationPipeline:
+    def process_item(self, item: ProductItem) -> ProductItem:
+        problem = validation_problem(item)
+        if problem:
+            raise ProductDropped(problem, item.url or item.product_id)
+        item.name = " ".join(item.name.split())
+        return item
+
+
+class PricePipeline:
+    """`price_text` -> price, currency (the site's currency when the text shows no symbol), price_note."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> PricePipeline:
+        return cls(crawler)
+
+    def process_item(self, item: ProductItem) -> ProductItem:
+        default_currency = getattr(self.crawler.spider, "default_currency", None)
+        parsed = parse_price(item.price_text, default_currency)
+        if parsed.amount is not None and parsed.currency is None:
+            raise ProductDropped("unknown currency", f"{item.price_text!r} at {item.url}")
+        item.price, item.currency, item.price_note = parsed.amount, parsed.currency, parsed.note
+        return item
+
+
+class UsdPricePipeline:
+    """price_usd from the fixed rates table CATALOG_USD_RATES (no live FX)."""
+
+    def __init__(self, usd_rates: dict[str, float]) -> None:
+        self.usd_rates = usd_rates
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> UsdPricePipeline:
+        return cls({code: float(rate) for code, rate in crawler.settings.getdict("CATALOG_USD_RATES").items()})
+
+    def process_item(self, item: ProductItem) -> ProductItem:
+        if item.price is None:
+            return item
+        try:
+            item.price_usd = to_usd(item.price, item.currency, self.usd_rates)
+        except PriceError as exc:
+            raise ProductDropped(f"no USD rate for {item.currency}", str(exc)) from exc
+        return item
+
+
+class DuplicateUrlPipeline:
+    """One product per canonical URL and per product id; the URL kept is the canonical one."""
+
+    def __init__(self) -> None:
+        self.seen_urls: dict[str, str] = {}
+        self.seen_ids: set[str] = set()
+
+    def process_item(self, item: ProductItem) -> ProductItem:
+        url = canonical_url(item.url)
+        if url in self.seen_urls:
+            raise ProductDropped("duplicate url", f"{item.url} is {self.seen_urls[url]}")
+        if item.product_id in self.seen_ids:
+            raise ProductDropped("duplicate sku", f"{item.product_id} at {item.url}")
+        self.seen_urls[url] = item.product_id
+        self.seen_ids.add(item.product_id)
+        item.url = url
+        return item
+
+
+class ProductImagesPipeline(ImagesPipeline):
+    """Scrapy's image download, decoding with the project's one loader; a product without image is dropped."""
+
+    def get_images(
+        self, response: Any, request: Any, info: Any, *, item: Any = None
+    ) -> Iterator[tuple[str, Any, BytesIO]]:
+        try:
+            image = load_image(response.body)
+        except ImageError as exc:
+            raise ImageException(f"broken image: {exc}") from exc
+        buffer = BytesIO()
+        image.save(buffer, "JPEG", quality=90)
+        yield self.file_path(request, response=response, info=info, item=item), image, buffer
+
+    def media_failed(self, failure: Any, request: Any, info: Any) -> Any:
+        # Scrapy replaces every failure by a bare FileException here; keep ours, which say what went wrong.
+        if isinstance(failure.value, FileException) and type(failure.value).__name__ != "_MediaRequestFiltered":
+            raise failure.value
+        return super().media_failed(failure, request, info)
+
+    def item_completed(self, results: list, item: ProductItem, info: Any) -> ProductItem:
+        stored = [result for ok, result in results if ok]
+        if not stored:
+            failure = next((result for ok, result in results if not ok), None)
+            self.crawler.stats.inc_value(IMAGES_FAILED)
+            raise ProductDropped(_image_failure_reason(failure), f"{item.image_url} of {item.product_id}")
+        item.images = stored
+        item.image_path = str(Path(self.store.basedir, stored[0]["path"]).resolve())
+        return item
+
+
+def _image_failure_reason(failure: Any) -> str:
+    error = getattr(failure, "value", None)
+    if isinstance(error, ImageException) or str(error) == "empty-content":
+        return "broken image"
+    if type(error).__name__ == "_MediaRequestFiltered":
+        return "image blocked"  # by robots.txt, for instance
+    # "download-error" (a non-200 answer) and downloads that failed (timeouts, refused connections)
+    return "dead image link"
+
+
+class DuplicateImagePipeline:
+    """One product per photo: a second product showing the same image (re-encoded or not) is a duplicate."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    def process_item(self, item: ProductItem) -> ProductItem:
+        fingerprint = image_fingerprint(load_image(item.image_path))
+        if fingerprint in self.seen:
+            raise ProductDropped("duplicate image", f"{item.product_id} shows the photo of {self.seen[fingerprint]}")
+        self.seen[fingerprint] = item.product_id
+        return item

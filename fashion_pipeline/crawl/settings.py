@@ -1,0 +1,118 @@
+"""Scrapy settings for the catalog crawl (SCRAPY_SETTINGS_MODULE=fashion_pipeline.crawl.settings).
+
+Defaults are polite for real shops; the demo shop (our own loopback server) lifts the throttling in its
+spider's `custom_settings`. The runner (crawl/runner.py) adds the per-crawl paths with `-s`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fashion_pipeline.lib.catalog import load_usd_rates
+
+BOT_NAME = "fashion_pipeline"
+SPIDER_MODULES = ["fashion_pipeline.crawl.spiders"]
+NEWSPIDER_MODULE = "fashion_pipeline.crawl.spiders"
+
+# Say who we are; shops may contact or block by it.
+USER_AGENT = os.environ.get(
+    "FASHION_CRAWL_USER_AGENT", "fashion-pipeline-catalog/0.1 (visual search research crawler)"
+)
+
+# --- politeness ------------------------------------------------------------------------------------------
+ROBOTSTXT_OBEY = True
+CONCURRENT_REQUESTS = 16
+CONCURRENT_REQUESTS_PER_DOMAIN = 2
+DOWNLOAD_DELAY = 1.0
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = 2.0
+AUTOTHROTTLE_MAX_DELAY = 30.0
+AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
+DOWNLOAD_TIMEOUT = 30
+RETRY_TIMES = 2  # 500/502/503/504/522/524/408/429 and timeouts; a 404 is final
+REDIRECT_MAX_TIMES = 5  # a redirect loop ends as "max redirections reached"
+
+# Development only: replay responses from disk instead of hitting the shop again (FASHION_CRAWL_HTTPCACHE=1).
+HTTPCACHE_ENABLED = os.environ.get("FASHION_CRAWL_HTTPCACHE") == "1"
+HTTPCACHE_DIR = os.environ.get("FASHION_CRAWL_HTTPCACHE_DIR", str(Path(".scrapy") / "httpcache"))
+HTTPCACHE_EXPIRATION_SECS = 24 * 3600
+
+# --- output ----------------------------------------------------------------------------------------------
+FEED_EXPORT_ENCODING = "utf-8"
+FEED_EXPORT_FIELDS = [
+    "product_id",
+    "site",
+    "sku",
+    "name",
+    "url",
+    "image_url",
+    "image_path",
+    "price",
+    "currency",
+    "price_usd",
+    "price_note",
+    "category",
+    "crawled_at",
+]
+ITEM_PIPELINES = {
+    "fashion_pipeline.crawl.pipelines.ValidationPipeline": 100,
+    "fashion_pipeline.crawl.pipelines.PricePipeline": 200,
+    "fashion_pipeline.crawl.pipelines.UsdPricePipeline": 300,
+    "fashion_pipeline.crawl.pipelines.DuplicateUrlPipeline": 400,
+    "fashion_pipeline.crawl.pipelines.ProductImagesPipeline": 500,
+    "fashion_pipeline.crawl.pipelines.DuplicateImagePipeline": 600,
+}
+EXTENSIONS = {"fashion_pipeline.crawl.report.CrawlReportWriter": 500}
+CATALOG_REPORT_PATH = ""  # set per crawl by the runner; empty disables the report
+IMAGES_STORE = ""  # set per crawl by the runner (DataPaths.catalog_images_dir / site)
+IMAGES_EXPIRES = 30  # days before an already downloaded image is fetched again
+CATALOG_USD_RATES = load_usd_rates()
+
+# --- browser (scrapy-playwright, only for requests with meta={"playwright": True}) -------------------------
+DOWNLOAD_HANDLERS = {
+    "http": "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler",
+    "https": "scrapy_playwright.handler.ScrapyPlaywrightDownloadHandler",
+}
+TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
+PLAYWRIGHT_BROWSER_TYPE = "chromium"
+# Flags so Chromium runs in containers and makes no lookups beyond the pages asked for (STACK.md traps 5, 8).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium_executable() -> str | None:
+    """`FASHION_CHROMIUM_PATH`, else Debian's /usr/bin/chromium, else None (Playwright's own download)."""
+    configured = os.environ.get("FASHION_CHROMIUM_PATH")
+    if configured:
+        return configured
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+def _launch_options() -> dict:
+    options: dict = {"headless": True, "args": CHROMIUM_ARGS}
+    executable = chromium_executable()
+    if executable:
+        options["executable_path"] = executable
+    return options
+
+
+PLAYWRIGHT_LAUNCH_OPTIONS = _launch_options()
+PLAYWRIGHT_DEFAULT_NAVIGATION_TIMEOUT = 30_000  # ms
+PLAYWRIGHT_MAX_PAGES_PER_CONTEXT = 4
+# The browser only renders listings; product images are fetched once, by the ImagesPipeline.
+PLAYWRIGHT_ABORT_REQUEST = "fashion_pipeline.crawl.browser.skip_heavy_resources"
+
+# No listening consoles in a batch crawl.
+TELNETCONSOLE_ENABLED = False
+REMOTE_CONTROL_ENABLED = False
+
+LOG_LEVEL = os.environ.get("FASHION_CRAWL_LOG_LEVEL", "INFO")

@@ -1,0 +1,137 @@
+"""The two models, each trained as one MLflow run and promoted to champion only through a blocking check."""
+
+import enum
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from fashion_pipeline.defs.resources import DataPathsResource, MlflowResource
+from fashion_pipeline.lib import classifier, detector, tracking
+
+GROUP = "training"
+PROFILE_HELP = "demo: the generated sample on 2 CPU cores in minutes; full: the original settings, real DF2 on a GPU."
+UNSET = "empty = the profile's value"
+
+
+class Profile(enum.Enum):
+    demo = "demo"
+    full = "full"
+
+
+class ClassifierConfig(dg.Config):
+    profile: Profile = Field(default=Profile.demo, description=PROFILE_HELP)
+    architecture: str | None = Field(default=None, description=f"MobileNetV3 size, 'large' or 'small'; {UNSET}.")
+    pretrained: str | None = Field(
+        default=None, description=f"'imagenet' (download), 'none' (offline) or a local weights file; {UNSET}."
+    )
+    input_size: int | None = Field(default=None, description=f"Pixels per side; {UNSET}.")
+    epochs: int | None = Field(default=None, description=f"Most epochs (early stopping may end sooner); {UNSET}.")
+    batch_size: int | None = Field(default=None, description=UNSET)
+    learning_rate: float | None = Field(default=None, description=UNSET)
+    patience: int | None = Field(default=None, description=f"Epochs without improvement before stopping; {UNSET}.")
+    min_accuracy: float | None = Field(default=None, description=f"Champion gate on validation accuracy; {UNSET}.")
+    seed: int | None = Field(default=None, description=UNSET)
+
+    def settings(self) -> classifier.ClassifierSettings:
+        return classifier.settings_for(self.profile.value, **self.model_dump(exclude={"profile"}))
+
+
+class DetectorConfig(dg.Config):
+    profile: Profile = Field(default=Profile.demo, description=PROFILE_HELP)
+    model: str | None = Field(default=None, description=f"Ultralytics model name, e.g. yolo11n; {UNSET}.")
+    pretrained: str | None = Field(
+        default=None, description=f"'coco' (download <model>.pt), 'none' (offline) or a local .pt file; {UNSET}."
+    )
+    imgsz: int | None = Field(default=None, description=f"Training and serving image size (multiple of 32); {UNSET}.")
+    epochs: int | None = Field(default=None, description=UNSET)
+    batch: int | None = Field(default=None, description=UNSET)
+    time_minutes: float | None = Field(
+        default=None, description=f"Training time budget, 0 = none (ultralytics fits its schedule); {UNSET}."
+    )
+    device: str | None = Field(default=None, description=f"'cpu', '0' for the first GPU, '' for auto; {UNSET}.")
+    min_map50: float | None = Field(default=None, description=f"Champion gate on validation mAP50; {UNSET}.")
+    seed: int | None = Field(default=None, description=UNSET)
+
+    def settings(self) -> detector.DetectorSettings:
+        return detector.settings_for(self.profile.value, **self.model_dump(exclude={"profile"}))
+
+
+def _gate_spec(asset: str, metric: str, setting: str, folder: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        "champion_gate",
+        asset=asset,
+        blocking=True,
+        description=(
+            f"Validation {metric} reaches `{setting}` and is not below the current champion's; only then does "
+            f"the alias `champion` move to the new version and the model get published to {folder}."
+        ),
+    )
+
+
+def _result(
+    outcome: tracking.TrainingOutcome, decision: tracking.ChampionDecision, seconds: float, path: Path
+) -> dg.MaterializeResult:
+    per_class = "\n".join(f"| {k} | {v:.3f} |" for k, v in outcome.metrics.items())
+    return dg.MaterializeResult(
+        metadata={
+            outcome.gate_metric: round(outcome.gate_value, 4),
+            "metrics": dg.MetadataValue.md(f"| metric | value |\n|---|---|\n{per_class}"),
+            "mlflow_run": dg.MetadataValue.url(outcome.run_url),
+            "registered_version": outcome.version,
+            "training_seconds": round(seconds, 1),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="champion_gate",
+                passed=decision.passed,
+                description=decision.reason,
+                metadata={
+                    "threshold": decision.threshold,
+                    "champion_before": decision.champion_version or 0,
+                    "champion_after": decision.champion_after or 0,
+                    "champion_path": dg.MetadataValue.path(str(path)),
+                },
+            )
+        ],
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"tensorflow", "mlflow"},
+    deps=[dg.AssetKey("garment_crops")],
+    check_specs=[_gate_spec("garment_classifier", "accuracy", "min_accuracy", "data/models/classifier")],
+)
+def garment_classifier(
+    config: ClassifierConfig, paths: DataPathsResource, mlflow: MlflowResource
+) -> dg.MaterializeResult:
+    """MobileNetV3 garment classifier and embedder fine-tuned on the crops (MLflow run + registered model)."""
+    data = paths.get()
+    settings = config.settings()
+    target = tracking.TrackingTarget(mlflow.tracking_uri, mlflow.experiment_name)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="garment_classifier-") as work:
+        outcome = classifier.train_and_log(data.crops_manifest, settings, target, Path(work), config.profile.value)
+        decision = tracking.gate_champion(outcome, settings.min_accuracy, data.classifier_dir)
+    return _result(outcome, decision, time.monotonic() - started, data.classifier_dir)
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"pytorch", "onnx", "mlflow"},
+    deps=[dg.AssetKey("yolo_dataset")],
+    check_specs=[_gate_spec("garment_detector", "mAP50", "min_map50", "data/models/detector")],
+)
+def garment_detector(config: DetectorConfig, paths: DataPathsResource, mlflow: MlflowResource) -> dg.MaterializeResult:
+    """Ultralytics YOLO garment detector trained on the YOLO dataset, exported to ONNX (MLflow run + model)."""
+    data = paths.get()
+    settings = config.settings()
+    target = tracking.TrackingTarget(mlflow.tracking_uri, mlflow.experiment_name)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="garment_detector-") as work:
+        outcome = detector.train_and_log(data.yolo_data_yaml, settings, target, Path(work), config.profile.value)
+        decision = tracking.gate_champion(outcome, settings.min_map50, data.detector_dir)
+    return _result(outcome, decision, time.monotonic() - started, data.detector_dir)

@@ -1,0 +1,438 @@
+"""The garment classifier and embedder: Keras MobileNetV3 fine-tuned on the crops, tracked in MLflow.
+
+One network does both jobs. Its softmax head names the category of a crop; its pooled backbone output,
+L2-normalised, is the embedding retrieval searches with. The pooled features sit before the layers that
+only separate the 5 classes, so they still tell two shirts apart by colour, pattern and cut; after
+normalisation a dot product is the cosine similarity the k-NN index ranks by.
+
+Training and serving share `prepare_image`, so a crop is resized and padded the same way at index time,
+at query time and in training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageOps
+
+from fashion_pipeline.lib import frameworks, tracking
+from fashion_pipeline.lib.atomic import write_json
+from fashion_pipeline.lib.categories import CATEGORIES
+from fashion_pipeline.lib.images import load_image
+
+REGISTERED_MODEL = "garment-classifier"
+MODEL_FILE = "classifier.keras"
+EMBEDDING_LAYER = "embedding"
+GATE_METRIC = "accuracy"
+# Grey padding (about the ImageNet mean) so the bars added to make a crop square carry no class signal.
+PAD_COLOUR = (124, 116, 104)
+# Seconds to wait for the ImageNet weights download before failing (a network that drops packets hangs).
+DOWNLOAD_TIMEOUT_S = 60
+MANIFEST_COLUMNS = ("crop_path", "split", "category")
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """Every setting of a classifier training run (logged as MLflow params)."""
+
+    architecture: str = "large"  # "large" (as the original project) or "small" (about 3x faster)
+    pretrained: str = "imagenet"  # "imagenet", "none" (random init, offline), or a local .h5 weights file
+    input_size: int = 224  # pixels per side
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    patience: int = 5  # epochs without val_accuracy improvement before early stopping
+    dropout: float = 0.2
+    augment: bool = True
+    seed: int = 0
+    min_accuracy: float = 0.85  # the champion gate: validation accuracy a new model must reach
+
+    def validate(self) -> ClassifierSettings:
+        if self.architecture not in ("large", "small"):
+            raise ValueError(f"architecture={self.architecture!r}: use 'large' or 'small'")
+        if self.pretrained not in ("imagenet", "none") and not Path(self.pretrained).is_file():
+            raise ValueError(
+                f"pretrained={self.pretrained!r}: use 'imagenet', 'none' or the path of a local weights file"
+            )
+        if self.input_size < 32:
+            raise ValueError(f"input_size={self.input_size}: MobileNetV3 needs at least 32 pixels")
+        return self
+
+
+PROFILES: dict[str, ClassifierSettings] = {
+    # The embedded default: the generated sample on 2 CPU cores, offline, a few minutes.
+    "demo": ClassifierSettings(
+        architecture="small",
+        pretrained="none",
+        input_size=128,
+        epochs=12,
+        batch_size=32,
+        learning_rate=2e-3,
+        patience=4,
+        min_accuracy=0.80,
+    ),
+    # The original project's setting: real DeepFashion2 on a GPU, fine-tuned from ImageNet.
+    "full": ClassifierSettings(
+        architecture="large",
+        pretrained="imagenet",
+        input_size=224,
+        epochs=30,
+        batch_size=64,
+        learning_rate=1e-4,
+        patience=5,
+        min_accuracy=0.85,
+    ),
+}
+
+
+def settings_for(profile: str, **overrides: Any) -> ClassifierSettings:
+    """The profile's settings with every non-None override applied."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r}: use one of {sorted(PROFILES)}")
+    return replace(PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None}).validate()
+
+
+# --- data ---------------------------------------------------------------------------------------------
+
+
+def prepare_image(image: Image.Image, size: int) -> np.ndarray:
+    """RGB image -> (size, size, 3) uint8: scaled to fit, padded to a square (aspect ratio kept)."""
+    return np.asarray(ImageOps.pad(image.convert("RGB"), (size, size), Image.Resampling.BILINEAR, PAD_COLOUR))
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    """The crops manifest, checked: required columns, both splits present, known categories only."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} does not exist: materialize the garment_crops asset first")
+    manifest = pd.read_parquet(path)
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise ValueError(f"{path} lacks the columns {missing}")
+    unknown = sorted(set(manifest["category"]) - set(CATEGORIES))
+    if unknown:
+        raise ValueError(f"{path} has categories {unknown} outside {CATEGORIES}")
+    for split in ("train", "validation"):
+        if not (manifest["split"] == split).any():
+            raise ValueError(f"{path} has no {split!r} crops")
+    return manifest
+
+
+def crops_data_version(manifest: pd.DataFrame) -> str:
+    """A short hash of what the model learns from: split, category and file name of every crop."""
+    rows = manifest.assign(file=manifest["crop_path"].map(lambda p: Path(p).name))
+    rows = rows[["split", "category", "file"]].sort_values(["split", "category", "file"])
+    return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()[:16]
+
+
+# In-memory cache limit for decoded crops; past it, batches are decoded from disk every epoch.
+CACHE_BYTES = 4 * 1024**3
+
+
+def _batches(
+    keras: Any, paths: Sequence[str], labels: np.ndarray, size: int, batch_size: int, shuffle: bool, seed: int
+) -> Any:
+    """A Keras PyDataset of (images float32 0-255, labels); decoded crops cached in memory when they fit."""
+
+    class CropBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.order = np.arange(len(paths))
+            self.rng = np.random.default_rng(seed)
+            fits = len(paths) * size * size * 3 <= CACHE_BYTES
+            self.cache = np.zeros((len(paths), size, size, 3), np.uint8) if fits else None
+            self.cached = np.zeros(len(paths), bool)
+            if shuffle:
+                self.rng.shuffle(self.order)
+
+        def __len__(self) -> int:
+            return math.ceil(len(paths) / batch_size)
+
+        def image(self, i: int) -> np.ndarray:
+            if self.cache is not None and self.cached[i]:
+                return self.cache[i]
+            array = prepare_image(load_image(paths[i]), size)
+            if self.cache is not None:
+                self.cache[i] = array
+                self.cached[i] = True
+            return array
+
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+            chosen = self.order[index * batch_size : (index + 1) * batch_size]
+            return np.stack([self.image(i) for i in chosen]).astype(np.float32), labels[chosen]
+
+        def on_epoch_end(self) -> None:
+            if shuffle:
+                self.rng.shuffle(self.order)
+
+    return CropBatches()
+
+
+# --- model --------------------------------------------------------------------------------------------
+
+
+def build_model(settings: ClassifierSettings, n_classes: int = len(CATEGORIES)) -> Any:
+    """MobileNetV3 backbone -> pooled `embedding` -> dropout -> softmax over the categories.
+
+    The backbone rescales 0-255 RGB itself (include_preprocessing), so callers feed raw pixels.
+    """
+    keras = frameworks.keras()
+    size = settings.input_size
+    constructor = (
+        keras.applications.MobileNetV3Large if settings.architecture == "large" else keras.applications.MobileNetV3Small
+    )
+    weights = None if settings.pretrained == "none" else settings.pretrained
+    backbone = _load_backbone(constructor, weights, size)
+    inputs = keras.Input((size, size, 3), name="image")
+    x = inputs
+    if settings.augment:
+        # Only active in training: at inference these layers pass the image through unchanged.
+        x = keras.Sequential(
+            [
+                keras.layers.RandomFlip("horizontal"),
+                keras.layers.RandomRotation(0.05, fill_mode="constant", fill_value=float(PAD_COLOUR[0])),
+                keras.layers.RandomZoom((-0.1, 0.1), fill_mode="constant", fill_value=float(PAD_COLOUR[0])),
+                keras.layers.RandomContrast(0.2, value_range=(0, 255)),
+                keras.layers.RandomBrightness(0.15, value_range=(0, 255)),
+            ],
+            name="augmentation",
+        )(x)
+    features = backbone(x)
+    embedding = keras.layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(features)
+    x = keras.layers.Dropout(settings.dropout)(embedding)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="category")(x)
+    return keras.Model(inputs, outputs, name=f"garment_classifier_mobilenetv3{settings.architecture}")
+
+
+def _load_backbone(constructor: Callable[..., Any], weights: str | None, size: int) -> Any:
+    kwargs = {"input_shape": (size, size, 3), "include_top": False, "include_preprocessing": True}
+    if weights != "imagenet":
+        return constructor(weights=weights, **kwargs)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return constructor(weights="imagenet", **kwargs)
+    # keras.utils.get_file raises a bare Exception ("URL fetch failure ...") when the download fails.
+    except Exception as exc:
+        raise RuntimeError(
+            f"pretrained='imagenet': downloading the ImageNet weights for {constructor.__name__} failed ({exc}). "
+            "Offline, set pretrained='none' (random initialisation) or pretrained=<path to a local weights "
+            "file>, e.g. one copied from ~/.keras/models on a machine with network."
+        ) from exc
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+# --- training -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainedClassifier:
+    model: Any  # keras.Model with the best validation weights
+    model_dir: Path  # classifier.keras + metadata.json
+    history: dict[str, list[float]]
+    metrics: dict[str, float]  # accuracy, per-class precision/recall/f1 on the validation split
+    confusion: np.ndarray  # (n_classes, n_classes), rows = true class
+    best_epoch: int  # 1-based
+
+
+def train_classifier(
+    manifest: pd.DataFrame,
+    settings: ClassifierSettings,
+    model_dir: Path,
+    on_epoch_end: Callable[[dict[str, float], int], None] | None = None,
+) -> TrainedClassifier:
+    """Fine-tune on the train crops with early stopping on validation accuracy; save the best model."""
+    keras = frameworks.keras()
+    keras.utils.set_random_seed(settings.seed)
+    index = {c: i for i, c in enumerate(CATEGORIES)}
+    train = manifest[manifest["split"] == "train"]
+    validation = manifest[manifest["split"] == "validation"]
+    train_labels = train["category"].map(index).to_numpy(np.int64)
+    validation_labels = validation["category"].map(index).to_numpy(np.int64)
+    size, batch = settings.input_size, settings.batch_size
+    train_data = _batches(keras, list(train["crop_path"]), train_labels, size, batch, True, settings.seed)
+    validation_data = _batches(keras, list(validation["crop_path"]), validation_labels, size, batch, False, 0)
+
+    model = build_model(settings)
+    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.epochs * len(train_data))
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", patience=settings.patience, restore_best_weights=True
+    )
+    callbacks = [early_stopping]
+    if on_epoch_end is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch_end(logs, e)))
+    fit = model.fit(train_data, validation_data=validation_data, epochs=settings.epochs, callbacks=callbacks, verbose=2)
+    history = {k: [float(v) for v in values] for k, values in fit.history.items()}
+    best_epoch = int(np.argmax(history["val_accuracy"])) + 1
+
+    probabilities = model.predict(validation_data, verbose=0)
+    metrics, confusion = classification_metrics(validation_labels, probabilities.argmax(axis=1))
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save(model_dir / MODEL_FILE)
+    write_json(
+        {
+            "classes": list(CATEGORIES),
+            "input_size": size,
+            "embedding_dim": int(model.get_layer(EMBEDDING_LAYER).output.shape[-1]),
+            "architecture": f"MobileNetV3{settings.architecture.capitalize()}",
+            "pretrained": settings.pretrained,
+            "model_file": MODEL_FILE,
+            "embedding_layer": EMBEDDING_LAYER,
+            "preprocessing": "RGB, scaled to fit and padded to a square (PAD_COLOUR), raw 0-255 pixels",
+        },
+        model_dir / "metadata.json",
+    )
+    return TrainedClassifier(model, model_dir, history, metrics, confusion, best_epoch)
+
+
+def classification_metrics(
+    labels: np.ndarray, predictions: np.ndarray, classes: Sequence[str] = CATEGORIES
+) -> tuple[dict[str, float], np.ndarray]:
+    """Accuracy and per-class precision/recall/F1 (keys like `precision_shirt`), and the confusion matrix."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    ids = list(range(len(classes)))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=ids, zero_division=0)
+    metrics = {"accuracy": float(np.mean(labels == predictions)) if len(labels) else 0.0}
+    for i, name in enumerate(classes):
+        metrics[f"precision_{name}"] = float(precision[i])
+        metrics[f"recall_{name}"] = float(recall[i])
+        metrics[f"f1_{name}"] = float(f1[i])
+        metrics[f"support_{name}"] = float(support[i])
+    present = support > 0
+    metrics["macro_f1"] = float(f1[present].mean()) if present.any() else 0.0
+    return metrics, confusion_matrix(labels, predictions, labels=ids)
+
+
+def train_and_log(
+    manifest_path: Path,
+    settings: ClassifierSettings,
+    target: tracking.TrackingTarget,
+    work_dir: Path,
+    profile: str = "custom",
+) -> tracking.TrainingOutcome:
+    """Train on the crops manifest as one MLflow run; log params, metrics, plots and the registered model."""
+    manifest = read_manifest(manifest_path)
+    data_version = crops_data_version(manifest)
+    keras = frameworks.keras()
+    tf = frameworks.tensorflow()
+    import mlflow
+    import mlflow.keras  # imports TensorFlow, so only after frameworks.keras()
+
+    with tracking.training_run(target, "garment_classifier", {"model": REGISTERED_MODEL, "profile": profile}) as run:
+        counts = manifest.groupby("split").size()
+        mlflow.log_params(
+            {
+                **asdict(settings),
+                "profile": profile,
+                "data_version": data_version,
+                "train_crops": int(counts.get("train", 0)),
+                "validation_crops": int(counts.get("validation", 0)),
+                "classes": ",".join(CATEGORIES),
+            }
+        )
+        trained = train_classifier(manifest, settings, work_dir / "classifier", tracking.log_epoch)
+        mlflow.log_metrics({**trained.metrics, "best_epoch": trained.best_epoch})
+        mlflow.log_figure(tracking.confusion_figure(trained.confusion, CATEGORIES), "plots/confusion_matrix.png")
+        mlflow.log_figure(tracking.curves_figure(trained.history), "plots/training_curves.png")
+        metadata = json.loads((trained.model_dir / "metadata.json").read_text())
+        info = mlflow.keras.log_model(
+            trained.model,
+            name="model",
+            # Passing the requirements skips MLflow's 25-30 s subprocess that infers them (STACK.md trap 6).
+            pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
+            metadata=metadata,
+        )
+        mlflow.log_artifact(str(trained.model_dir / "metadata.json"), "files")
+        version = tracking.register(info.model_uri, REGISTERED_MODEL, {"data_version": data_version})
+        run_id = run.info.run_id
+        experiment_id = run.info.experiment_id
+    key = ["accuracy", "macro_f1", *(f"f1_{c}" for c in CATEGORIES)]
+    return tracking.TrainingOutcome(
+        run_id=run_id,
+        run_url=target.run_url(experiment_id, run_id),
+        experiment_id=experiment_id,
+        registered_model=REGISTERED_MODEL,
+        version=version,
+        gate_metric=GATE_METRIC,
+        gate_value=trained.metrics[GATE_METRIC],
+        metrics={k: trained.metrics[k] for k in key} | {"best_epoch": trained.best_epoch},
+        model_dir=trained.model_dir,
+        data_version=data_version,
+    )
+
+
+# --- serving ------------------------------------------------------------------------------------------
+
+
+class GarmentEmbedder:
+    """The champion classifier for retrieval and serving: embeddings and class probabilities, batched."""
+
+    def __init__(self, model: Any, metadata: dict[str, Any]) -> None:
+        keras = frameworks.keras()
+        self.version: int = int(metadata.get("registered_version", 0))
+        self.classes: tuple[str, ...] = tuple(metadata["classes"])
+        self.input_size: int = int(metadata["input_size"])
+        self.embedding_dim: int = int(metadata["embedding_dim"])
+        self.metadata = metadata
+        layer = metadata.get("embedding_layer", EMBEDDING_LAYER)
+        # One forward pass gives both outputs; the augmentation layers are inactive at inference.
+        self._model = keras.Model(model.inputs, [model.get_layer(layer).output, model.outputs[0]])
+
+    def _forward(self, images: Sequence[Image.Image], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(images) == 0:
+            return np.zeros((0, self.embedding_dim), np.float32), np.zeros((0, len(self.classes)), np.float32)
+        embeddings, probabilities = [], []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            x = np.stack([prepare_image(image, self.input_size) for image in chunk]).astype(np.float32)
+            features, probs = self._model.predict_on_batch(x)  # (B, D), (B, n_classes)
+            embeddings.append(np.asarray(features, np.float32))
+            probabilities.append(np.asarray(probs, np.float32))
+        return np.concatenate(embeddings), np.concatenate(probabilities)
+
+    def embed(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
+        """(N, D) float32 rows of unit length: the pooled backbone output, L2-normalised."""
+        return l2_normalise(self._forward(images, batch_size)[0])
+
+    def classify(self, images: Sequence[Image.Image], batch_size: int = 64) -> np.ndarray:
+        """(N, n_classes) class probabilities in the order of `classes`."""
+        return self._forward(images, batch_size)[1]
+
+    def embed_and_classify(self, images: Sequence[Image.Image], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        features, probabilities = self._forward(images, batch_size)
+        return l2_normalise(features), probabilities
+
+
+def l2_normalise(features: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return (features / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def load_embedder(model_dir: Path) -> GarmentEmbedder:
+    """Load the classifier saved in `model_dir` (classifier.keras + metadata.json)."""
+    model_dir = Path(model_dir)
+    metadata_file = model_dir / "metadata.json"
+    if not metadata_file.exists():
+        raise FileNotFoundError(
+            f"{metadata_file} does not exist: materialize the garment_classifier asset (it publishes the "
+            "champion model there)"
+        )
+    metadata = json.loads(metadata_file.read_text())
+    keras = frameworks.keras()
+    model = keras.models.load_model(model_dir / metadata.get("model_file", MODEL_FILE), compile=False)
+    return GarmentEmbedder(model, metadata)

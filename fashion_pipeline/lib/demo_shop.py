@@ -1,0 +1,452 @@
+"""The demo shop: a static web shop generated from DeepFashion2 `shop` items, served on 127.0.0.1.
+
+Each product is one shop item (pair_id, style, category_id), pictured by its crop of the shop photo, so a
+validation `user` photo has its exact product for sale (sku `f"{pair_id:06d}-{style}-{category_id}"`).
+The shop has what real shops have and what the crawler must cope with: listing pages per category with
+pagination, product pages, one category listed by JavaScript from a JSON file, prices in USD and INR with
+symbols and thousands separators (and one range), one product listed twice, one dead image link, one
+product without a price, and a robots.txt. `manifest.json` records what was generated, so tests and the
+benchmark know the truth to compare a crawl against.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from fashion_pipeline.lib.atomic import atomic_dir
+from fashion_pipeline.lib.categories import CATEGORIES, CATEGORY_MAP, DF2_CATEGORY_NAMES
+from fashion_pipeline.lib.images import load_image
+from fashion_pipeline.lib.prices import format_price
+
+MANIFEST_FILE = "manifest.json"
+PRODUCTS_PER_PAGE = 12
+JS_CATEGORY = "dress"  # listed client-side; falls back to the first category with products
+CROP_MAX_SIDE = 320
+ROBOTS_TXT = "User-agent: *\nDisallow: /cart/\n"
+
+_COLOURS: dict[str, tuple[int, int, int]] = {
+    "Black": (25, 25, 25),
+    "White": (235, 235, 230),
+    "Grey": (128, 128, 128),
+    "Red": (190, 35, 40),
+    "Navy": (25, 35, 90),
+    "Blue": (50, 100, 200),
+    "Green": (45, 130, 60),
+    "Olive": (110, 115, 45),
+    "Yellow": (225, 195, 50),
+    "Orange": (225, 120, 35),
+    "Pink": (230, 140, 175),
+    "Purple": (115, 55, 145),
+    "Brown": (115, 70, 35),
+    "Beige": (210, 190, 155),
+}
+_TEXTURES = ("Cotton", "Linen", "Denim", "Silk", "Knit", "Satin", "Corduroy", "Chiffon", "Jersey", "Tweed")
+
+
+@dataclass(frozen=True)
+class DemoProduct:
+    sku: str
+    pair_id: int
+    style: int
+    category_id: int
+    category: str
+    split: str
+    name: str
+    price: float | None  # None: shown without a price
+    currency: str | None
+    price_text: str | None
+    fault: str | None  # "listed_twice" | "dead_image" | "no_price" | "price_range" | None
+
+    @property
+    def product_id(self) -> str:
+        return f"demo_shop:{self.sku}"
+
+
+@dataclass(frozen=True)
+class DemoShop:
+    root: Path
+    products: list[DemoProduct]
+    js_category: str
+    pages: int
+
+    @property
+    def expected_in_catalog(self) -> list[DemoProduct]:
+        """The products a correct crawl keeps: all but the one whose image link is dead."""
+        return [p for p in self.products if p.fault != "dead_image"]
+
+    @classmethod
+    def load(cls, root: Path) -> DemoShop:
+        raw = json.loads((Path(root) / MANIFEST_FILE).read_text())
+        products = [DemoProduct(**p) for p in raw["products"]]
+        return cls(root=Path(root), products=products, js_category=raw["js_category"], pages=raw["pages"])
+
+
+def sku_for(pair_id: int, style: int, category_id: int) -> str:
+    return f"{int(pair_id):06d}-{int(style)}-{int(category_id)}"
+
+
+def select_shop_items(items: pd.DataFrame, splits: tuple[str, ...] = ("validation", "train")) -> pd.DataFrame:
+    """One row per product: shop items with a style (style 0 has no consumer match), first of each sku."""
+    chosen = items[(items["source"] == "shop") & (items["style"] > 0) & items["split"].isin(splits)].copy()
+    chosen["sku"] = [
+        sku_for(p, s, c) for p, s, c in zip(chosen["pair_id"], chosen["style"], chosen["category_id"], strict=True)
+    ]
+    # Validation first, so a sku in both splits is pictured by the photo the evaluation pairs with.
+    chosen["_split_order"] = chosen["split"].map({s: i for i, s in enumerate(splits)})
+    chosen = chosen.sort_values(["_split_order", "sku", "image_id", "item_index"])
+    return chosen.drop_duplicates("sku").drop(columns="_split_order").sort_values("sku", ignore_index=True)
+
+
+def _colour_name(image: Image.Image) -> str:
+    mean = np.asarray(image.resize((16, 16))).reshape(-1, 3).mean(axis=0)
+    return min(_COLOURS, key=lambda name: float(np.sum((np.array(_COLOURS[name]) - mean) ** 2)))
+
+
+def _crop(image: Image.Image, row: pd.Series) -> Image.Image:
+    width, height = image.size
+    x1, y1, x2, y2 = (float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+    margin_x, margin_y = 0.05 * (x2 - x1), 0.05 * (y2 - y1)
+    box = (
+        max(0, int(x1 - margin_x)),
+        max(0, int(y1 - margin_y)),
+        min(width, int(x2 + margin_x) + 1),
+        min(height, int(y2 + margin_y) + 1),
+    )
+    if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+        crop = image
+    else:
+        crop = image.crop(box)
+    crop.thumbnail((CROP_MAX_SIDE, CROP_MAX_SIDE))
+    return crop
+
+
+def _price(sku: str, category: str, seed: int, index: int) -> tuple[float, str, str]:
+    rng = random.Random(f"{seed}:{sku}")
+    if index % 2 == 0:
+        # Outerwear reaches four figures, so USD prices show thousands separators too.
+        top = 1899 if category == "outwear" else 249
+        amount = float(rng.randrange(19, top)) + 0.99 * (rng.random() < 0.5)
+        return amount, "USD", format_price(amount, "USD")
+    amount = float(rng.randrange(5, 250) * 100 - 1)
+    return amount, "INR", format_price(amount, "INR", style=index // 2)
+
+
+def _assign_faults(skus: list[str], protected: set[str]) -> dict[str, str]:
+    """Put the faults on products no validation user photo needs, where the shop has such products."""
+    order = [s for s in skus if s not in protected] + [s for s in skus if s in protected]
+    faults = ("dead_image", "listed_twice", "no_price", "price_range")
+    return {sku: fault for sku, fault in zip(order, faults, strict=False)}
+
+
+def build_demo_shop(
+    items: pd.DataFrame,
+    out_dir: Path,
+    *,
+    image_root: Path | None = None,
+    seed: int = 0,
+    per_page: int = PRODUCTS_PER_PAGE,
+    splits: tuple[str, ...] = ("validation", "train"),
+    source_signature: str = "",
+) -> DemoShop:
+    """Generate the shop from garment items (garment_items.parquet columns) into `out_dir` (replaced whole).
+
+    `image_root` resolves relative `image_path` values. `source_signature` is stored in the manifest so a
+    caller can tell whether the shop is current for its input.
+    """
+    chosen = select_shop_items(items, splits)
+    if chosen.empty:
+        raise ValueError(
+            f"no shop items with style > 0 in splits {splits}: the demo shop needs DeepFashion2 shop photos "
+            "(materialize garment_items first)"
+        )
+    users = items[(items["source"] == "user") & (items["split"] == "validation") & (items["style"] > 0)]
+    protected = {
+        sku_for(p, s, c) for p, s, c in zip(users["pair_id"], users["style"], users["category_id"], strict=True)
+    }
+    faults = _assign_faults(list(chosen["sku"]), protected)
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as root:
+        (root / "img").mkdir()
+        products: list[DemoProduct] = []
+        for index, row in enumerate(chosen.itertuples(index=False)):
+            row_series = pd.Series(row._asdict())
+            image_path = Path(row.image_path)
+            if not image_path.is_absolute() and image_root is not None:
+                image_path = Path(image_root) / image_path
+            crop = _crop(load_image(image_path), row_series)
+            crop.save(root / "img" / f"{row.sku}.jpg", quality=90)
+            category = (
+                str(row.category) if "category" in row._fields else CATEGORY_MAP.to_category[int(row.category_id)]
+            )
+            texture = random.Random(f"{seed}:{row.sku}:texture").choice(_TEXTURES)
+            name = f"{_colour_name(crop)} {texture} {DF2_CATEGORY_NAMES[int(row.category_id)].title()}"
+            amount, currency, text = _price(row.sku, category, seed, index)
+            fault = faults.get(row.sku)
+            if fault == "no_price":
+                amount, currency, text = None, None, None
+            elif fault == "price_range":
+                high = amount * 1.5 if currency == "USD" else amount + 500
+                text = f"{format_price(amount, currency)} – {format_price(high, currency)}"
+            products.append(
+                DemoProduct(
+                    sku=row.sku,
+                    pair_id=int(row.pair_id),
+                    style=int(row.style),
+                    category_id=int(row.category_id),
+                    category=category,
+                    split=str(row.split),
+                    name=name,
+                    price=amount,
+                    currency=currency,
+                    price_text=text,
+                    fault=fault,
+                )
+            )
+        js_category = _write_site(root, products, per_page)
+        pages = sum(1 for _ in root.rglob("*.html"))
+        manifest = {
+            "products": [asdict(p) for p in products],
+            "js_category": js_category,
+            "pages": pages,
+            "source_signature": source_signature,
+        }
+        (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
+    return DemoShop(root=out_dir, products=products, js_category=js_category, pages=pages)
+
+
+def demo_shop_signature(root: Path) -> str | None:
+    """The `source_signature` the shop at `root` was built for, or None when there is no shop."""
+    manifest = Path(root) / MANIFEST_FILE
+    if not manifest.is_file():
+        return None
+    return json.loads(manifest.read_text()).get("source_signature")
+
+
+def ensure_demo_shop(garment_items: Path, out_dir: Path, *, image_root: Path | None = None) -> DemoShop:
+    """The shop at `out_dir`, rebuilt first when `garment_items` changed since it was generated."""
+    garment_items = Path(garment_items)
+    if not garment_items.is_file():
+        raise FileNotFoundError(
+            f"{garment_items} does not exist: the demo shop is made from DeepFashion2 shop items, "
+            "so materialize garment_items (group deepfashion2) first"
+        )
+    stat = garment_items.stat()
+    signature = f"{garment_items.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    if demo_shop_signature(out_dir) != signature:
+        build_demo_shop(pd.read_parquet(garment_items), out_dir, image_root=image_root, source_signature=signature)
+    return DemoShop.load(out_dir)
+
+
+# --- pages -----------------------------------------------------------------------------------------------
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} - Demo Shop</title></head>
+<body>
+<nav>{nav}</nav>
+<h1>{title}</h1>
+{body}
+</body></html>
+"""
+
+_LISTING_JS = """// Renders a listing page from its JSON, as shops with client-side listings do.
+(async () => {
+  const root = document.getElementById("listing");
+  const data = await (await fetch(root.dataset.src)).json();
+  for (const p of data.products) {
+    const card = document.createElement("div");
+    card.className = "product-card";
+    card.dataset.sku = p.sku;
+    card.innerHTML = `<a class="product-link" href="${p.url}"><img src="${p.image}" alt=""></a>` +
+      `<a class="product-name" href="${p.url}"></a><span class="price"></span>`;
+    card.querySelector(".product-name").textContent = p.name;
+    card.querySelector(".price").textContent = p.price || "Price on request";
+    root.appendChild(card);
+  }
+  if (data.next) {
+    const next = document.createElement("a");
+    next.rel = "next";
+    next.href = data.next;
+    next.textContent = "Next";
+    document.body.appendChild(next);
+  }
+  document.body.dataset.rendered = "1";
+})();
+"""
+
+
+def _nav(categories: list[str]) -> str:
+    links = (f'<a class="category-link" data-category="{c}" href="/c/{c}/1.html">{c.title()}</a>' for c in categories)
+    return " | ".join(['<a href="/index.html">Home</a>', *links])
+
+
+def _image_url(product: DemoProduct) -> str:
+    # The dead link points at a file that was never written: the crawler must count it and keep it out.
+    return f"/img/missing/{product.sku}.jpg" if product.fault == "dead_image" else f"/img/{product.sku}.jpg"
+
+
+def _card(product: DemoProduct, url: str) -> str:
+    price = html.escape(product.price_text) if product.price_text else "Price on request"
+    return (
+        f'<div class="product-card" data-sku="{product.sku}">'
+        f'<a class="product-link" href="{url}"><img src="{_image_url(product)}" alt=""></a>'
+        f'<a class="product-name" href="{url}">{html.escape(product.name)}</a>'
+        f'<span class="price">{price}</span></div>'
+    )
+
+
+def _product_page(product: DemoProduct, nav: str) -> str:
+    price = (
+        f'<span class="price" itemprop="price">{html.escape(product.price_text)}</span>'
+        if product.price_text
+        else '<span class="price-unavailable">Currently unavailable</span>'
+    )
+    body = (
+        f'<meta itemprop="sku" content="{product.sku}">'
+        f'<p class="breadcrumb"><a class="category" data-category="{product.category}" '
+        f'href="/c/{product.category}/1.html">{product.category.title()}</a></p>'
+        f'<img class="product-image" src="{_image_url(product)}" alt="{html.escape(product.name)}">'
+        f"<p>{price}</p>"
+        f'<a href="/cart/add?sku={product.sku}" rel="nofollow">Add to cart</a>'
+    )
+    return _PAGE.format(title=html.escape(product.name), nav=nav, body=body)
+
+
+def _write_site(root: Path, products: list[DemoProduct], per_page: int) -> str:
+    by_category = {c: [p for p in products if p.category == c] for c in CATEGORIES}
+    categories = [c for c in CATEGORIES if by_category[c]]
+    js_category = JS_CATEGORY if JS_CATEGORY in categories else categories[0]
+    nav = _nav(categories)
+    (root / "robots.txt").write_text(ROBOTS_TXT)
+    (root / "static").mkdir()
+    (root / "static" / "listing.js").write_text(_LISTING_JS)
+    (root / "p").mkdir()
+    for product in products:
+        (root / "p" / f"{product.sku}.html").write_text(_product_page(product, nav), encoding="utf-8")
+    twice = next((p for p in products if p.fault == "listed_twice"), None)
+    for category in categories:
+        listed = [(p, f"/p/{p.sku}.html") for p in by_category[category]]
+        if twice is not None and twice.category == category:
+            # The same product again at the end of its category, behind a tracking parameter.
+            listed.append((twice, f"/p/{twice.sku}.html?ref=new-arrivals"))
+        pages = [listed[i : i + per_page] for i in range(0, len(listed), per_page)]
+        folder = root / "c" / category
+        folder.mkdir(parents=True)
+        for number, page in enumerate(pages, start=1):
+            next_url = f"/c/{category}/{number + 1}.html" if number < len(pages) else None
+            title = f"{category.title()} (page {number} of {len(pages)})"
+            if category == js_category:
+                data = {
+                    "products": [
+                        {"sku": p.sku, "url": url, "image": _image_url(p), "name": p.name, "price": p.price_text}
+                        for p, url in page
+                    ],
+                    "next": next_url,
+                }
+                (folder / f"{number}.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+                body = (
+                    f'<div id="listing" data-client-rendered="1" data-src="/c/{category}/{number}.json"></div>'
+                    '<script src="/static/listing.js"></script>'
+                )
+            else:
+                cards = "\n".join(_card(p, url) for p, url in page)
+                more = f'<a rel="next" href="{next_url}">Next</a>' if next_url else ""
+                body = f'<div id="listing">\n{cards}\n</div>\n{more}'
+            (folder / f"{number}.html").write_text(_PAGE.format(title=title, nav=nav, body=body), encoding="utf-8")
+    home = "".join(
+        f'<p><a href="/c/{c}/1.html">{c.title()}: {len(by_category[c])} products</a></p>' for c in categories
+    )
+    (root / "index.html").write_text(_PAGE.format(title="Demo Shop", nav=nav, body=home), encoding="utf-8")
+    return js_category
+
+
+# --- serving ---------------------------------------------------------------------------------------------
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    """Static files without a log line per request (a crawl makes thousands)."""
+
+    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript", ".json": "application/json"}
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the stdlib's signature)
+        pass
+
+
+@contextmanager
+def serve_directory(root: Path, handler: type[SimpleHTTPRequestHandler] = QuietHandler) -> Iterator[str]:
+    """Serve `root` on 127.0.0.1 on a free port; yields the base URL and always stops the server."""
+    if not Path(root).is_dir():
+        raise FileNotFoundError(f"nothing to serve: {root} is not a folder")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name=f"demo-shop-{server.server_port}", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# --- stand-in input --------------------------------------------------------------------------------------
+
+
+def make_stand_in_items(root: Path, n_products: int, seed: int = 0, image_size: int = 96) -> pd.DataFrame:
+    """A garment_items-shaped table of `n_products` shop items with small drawn photos under `root`.
+
+    For tests and benchmarks that need a shop of a given size without generating DeepFashion2 photos.
+    Every product gets a distinct colour and shape, so no two are perceptual duplicates.
+    """
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    category_ids = sorted(DF2_CATEGORY_NAMES)
+    rows = []
+    for index in range(n_products):
+        category_id = category_ids[index % len(category_ids)]
+        image = Image.new("RGB", (image_size, image_size), tuple(int(v) for v in rng.integers(0, 256, 3)))
+        draw = ImageDraw.Draw(image)
+        for _ in range(4):
+            x1, y1 = (int(v) for v in rng.integers(0, image_size // 2, 2))
+            x2, y2 = (int(v) for v in rng.integers(image_size // 2, image_size, 2))
+            colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+            if rng.random() < 0.5:
+                draw.rectangle((x1, y1, x2, y2), fill=colour)
+            else:
+                draw.ellipse((x1, y1, x2, y2), fill=colour)
+        path = root / f"{index:06d}.jpg"
+        image.save(path, quality=90)
+        rows.append(
+            {
+                "image_id": f"{index:06d}",
+                "split": "validation" if index % 5 == 0 else "train",
+                "source": "shop",
+                "pair_id": index + 1,
+                "item_index": 1,
+                "category_id": category_id,
+                "category_name": DF2_CATEGORY_NAMES[category_id],
+                "style": 1,
+                "x1": 0.0,
+                "y1": 0.0,
+                "x2": float(image_size - 1),
+                "y2": float(image_size - 1),
+                "image_path": str(path),
+                "image_width": image_size,
+                "image_height": image_size,
+                "category": CATEGORY_MAP.to_category[category_id],
+            }
+        )
+    return pd.DataFrame(rows)

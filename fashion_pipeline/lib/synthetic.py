@@ -1,0 +1,499 @@
+"""A generated DeepFashion2 sample: the official layout and JSON, with user/shop pairs a model can learn from.
+
+Each pair_id holds 1-3 products (style 1..k). A product has a fixed cut and look (see synthetic_garments),
+photographed alone on a plain background in `shop` images and worn by a person in `user` images, among
+items that are not for sale (style 0), on cluttered backgrounds with varied scale, viewpoint, occlusion
+and light. Items sharing pair_id, style (> 0) and category_id in a user and a shop image are the same
+product, as in DeepFashion2, so consumer-to-shop retrieval can be measured. Deterministic by seed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from fashion_pipeline.lib.atomic import atomic_dir
+from fashion_pipeline.lib.categories import DF2_CATEGORY_NAMES
+from fashion_pipeline.lib.synthetic_garments import (
+    BOTTOMS,
+    DRESSES,
+    LANDMARK_COUNTS,
+    OUTWEAR,
+    TOPS,
+    Appearance,
+    GarmentShape,
+    GarmentSpec,
+    Pose,
+    build_shape,
+    clip_polygon,
+    person_parts,
+    random_appearance,
+    random_spec,
+    resample,
+    texture,
+)
+
+SPLITS = ("train", "validation")
+JPEG_QUALITY = 90
+# Mask values while painting a garment, and how much each darkens the fabric under it.
+_FILL, _PATCH, _EDGE, _LINING = 255, 180, 90, 50
+_SHADE = np.zeros(256, dtype=np.float32)
+_SHADE[[_FILL, _PATCH, _EDGE, _LINING]] = [1.0, 0.8, 0.55, 0.3]
+SKIN_TONES = ((241, 206, 180), (224, 172, 138), (198, 134, 96), (141, 85, 54), (92, 58, 38))
+HAIR_COLORS = ((20, 16, 14), (60, 40, 25), (110, 75, 40), (180, 140, 80), (120, 120, 120))
+
+
+@dataclass(frozen=True)
+class SampleSummary:
+    root: Path
+    images: dict[str, dict[str, int]]  # split -> {"user": n, "shop": n}
+    items_per_category: dict[int, int]  # category_id -> annotated items, both splits
+    items_per_split: dict[str, dict[int, int]]  # split -> category_id -> items
+    pairs: dict[str, int]  # split -> number of pair_ids
+
+    @property
+    def total_images(self) -> int:
+        return sum(sum(by_source.values()) for by_source in self.images.values())
+
+
+@dataclass(frozen=True)
+class Product:
+    """One garment of a pair's outfit; style 0 means not for sale (not matchable)."""
+
+    pair_id: int
+    style: int
+    spec: GarmentSpec
+    look: Appearance
+
+    @property
+    def category_id(self) -> int:
+        return self.spec.category_id
+
+
+@dataclass(frozen=True)
+class Photo:
+    source: str  # "shop": products[0] alone; "user": the outfit worn, in layering order
+    pair_id: int
+    products: tuple[Product, ...]
+
+
+@dataclass
+class _Scene:
+    """A photo being painted: pixels, which item owns each pixel (0 background, -1 occluder)."""
+
+    canvas: np.ndarray  # (H, W, 3) float32
+    owner: np.ndarray  # (H, W) int16
+    painted: dict[int, int] = field(default_factory=dict)  # item index -> pixels it covered when painted
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.canvas.shape[1], self.canvas.shape[0]
+
+
+def generate_sample(
+    root: Path, n_images: int, seed: int = 0, validation_fraction: float = 0.2, image_size: int = 320
+) -> SampleSummary:
+    """Write `n_images` DeepFashion2-format images + annotations under `root` (replaced atomically)."""
+    if n_images < 1:
+        raise ValueError(f"n_images must be at least 1, got {n_images}")
+    if not 0.0 <= validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    if image_size < 64:
+        raise ValueError(f"image_size must be at least 64 pixels, got {image_size}")
+    n_validation = round(n_images * validation_fraction)
+    budgets = {"train": n_images - n_validation, "validation": n_validation}
+    images: dict[str, dict[str, int]] = {}
+    items: dict[str, dict[int, int]] = {}
+    pairs: dict[str, int] = {}
+    next_pair_id = 1
+    planned: list[Photo] = []
+    with atomic_dir(Path(root)) as tmp:
+        for split_index, split in enumerate(SPLITS):
+            rng = np.random.default_rng([seed, split_index])
+            photos = plan_photos(budgets[split], rng, next_pair_id, earlier=planned)
+            planned += photos
+            pair_ids = {photo.pair_id for photo in photos}
+            next_pair_id = max(pair_ids, default=next_pair_id - 1) + 1
+            (tmp / split / "image").mkdir(parents=True)
+            (tmp / split / "annos").mkdir(parents=True)
+            by_source: Counter[str] = Counter()
+            by_category: Counter[int] = Counter()
+            for number, photo in enumerate(photos, start=1):
+                rng = np.random.default_rng([seed, split_index, number])
+                image, annotation = render_photo(photo, rng, image_size)
+                image.save(tmp / split / "image" / f"{number:06d}.jpg", quality=JPEG_QUALITY)
+                (tmp / split / "annos" / f"{number:06d}.json").write_text(json.dumps(annotation))
+                by_source[photo.source] += 1
+                by_category.update(v["category_id"] for k, v in annotation.items() if k.startswith("item"))
+            images[split] = {"user": by_source["user"], "shop": by_source["shop"]}
+            items[split] = dict(sorted(by_category.items()))
+            pairs[split] = len(pair_ids)
+    total = Counter(items["train"]) + Counter(items["validation"])
+    return SampleSummary(Path(root), images, dict(sorted(total.items())), items, pairs)
+
+
+# ---------------------------------------------------------------------------------------------- planning
+
+
+@dataclass
+class _Tally:
+    """Items planned so far, to pick the least used category next (per source, then unseen anywhere)."""
+
+    shop: Counter[int] = field(default_factory=Counter)
+    user: Counter[int] = field(default_factory=Counter)
+    seen: set[int] = field(default_factory=set)  # in any photo of this or an earlier split
+
+    def least_used(self, options: tuple[int, ...], source: str, rng: np.random.Generator) -> int:
+        # whole counts first; among equals, a category not seen anywhere yet; then at random
+        counts = self.shop if source == "shop" else self.user
+        return min(options, key=lambda c: counts[c] + 0.3 * (c in self.seen) + rng.uniform(0.0, 0.3))
+
+    def add(self, photo: Photo) -> None:
+        categories = [p.category_id for p in photo.products]
+        (self.shop if photo.source == "shop" else self.user).update(categories)
+        self.seen.update(categories)
+
+
+def _outfit_categories(focus: int, tally: _Tally, rng: np.random.Generator) -> list[int]:
+    """Categories of a person's outfit built around `focus`, in layering order (bottom, top, outwear)."""
+
+    def pick(options: tuple[int, ...]) -> int:
+        return tally.least_used(options, "user", rng)
+
+    if focus in DRESSES:
+        inner = [focus]
+    elif focus in BOTTOMS:
+        inner = [focus, pick(TOPS)]
+    elif focus in TOPS:
+        inner = [pick(BOTTOMS), focus]
+    elif rng.random() < 0.25:  # outwear over a dress
+        inner = [pick(DRESSES)]
+    else:
+        inner = [pick(BOTTOMS), pick(TOPS)]
+    if focus in OUTWEAR:
+        return [*inner, focus]
+    if rng.random() < 0.25:
+        return [*inner, pick(OUTWEAR)]
+    return inner
+
+
+def plan_photos(
+    n_images: int, rng: np.random.Generator, first_pair_id: int, earlier: Sequence[Photo] = ()
+) -> list[Photo]:
+    """Pairs of shop and user photos adding up to exactly `n_images`, categories balanced per source.
+
+    Categories in no `earlier` photo (another split) go first among equally used ones, so a tiny sample
+    still covers all 13 overall. A pair's shop photos come before its user photos, so cutting the last
+    pair short never leaves a user item for sale without its shop photo.
+    """
+    photos: list[Photo] = []
+    tally = _Tally(seen={p.category_id for photo in earlier for p in photo.products})
+    pair_id = first_pair_id
+    while len(photos) < n_images:
+        focus = tally.least_used(tuple(LANDMARK_COUNTS), "shop", rng)
+        categories = _outfit_categories(focus, tally, rng)
+        n_for_sale = min(len(categories), int(rng.choice([1, 2, 3], p=[0.55, 0.35, 0.1])))
+        others = [c for c in categories if c != focus]
+        others.sort(key=lambda c: tally.shop[c] + rng.uniform(0.0, 0.3))
+        for_sale = [focus, *others[: n_for_sale - 1]]
+        outfit = []
+        for category_id in categories:
+            style = for_sale.index(category_id) + 1 if category_id in for_sale else 0
+            outfit.append(Product(pair_id, style, random_spec(category_id, rng), random_appearance(category_id, rng)))
+        pair_photos = []
+        for product in sorted((p for p in outfit if p.style > 0), key=lambda p: p.style):
+            for _ in range(1 + int(rng.random() < 0.25)):
+                pair_photos.append(Photo("shop", pair_id, (product,)))
+        n_user = int(rng.choice([1, 2, 3], p=[0.25, 0.35, 0.4]))
+        pair_photos += [Photo("user", pair_id, tuple(outfit))] * n_user
+        for photo in pair_photos[: n_images - len(photos)]:
+            photos.append(photo)
+            tally.add(photo)
+        pair_id += 1
+    return photos
+
+
+# --------------------------------------------------------------------------------------------- painting
+
+
+def _affine(scale_x: float, scale_y: float, angle: float, anchor: tuple[float, float], at: tuple[float, float]):
+    """2x3 matrix taking body units to pixels: scale about `anchor`, rotate, place `anchor` at `at`."""
+    c, s = math.cos(angle), math.sin(angle)
+    linear = np.array([[c * scale_x, -s * scale_y], [s * scale_x, c * scale_y]])
+    offset = np.asarray(at) - linear @ np.asarray(anchor)
+    return np.hstack([linear, offset[:, None]])
+
+
+def _to_pixels(matrix: np.ndarray, points) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    return pts @ matrix[:, :2].T + matrix[:, 2]
+
+
+def _xy(points: np.ndarray) -> list[tuple[float, float]]:
+    return [(float(x), float(y)) for x, y in points]
+
+
+def _paint_garment(
+    scene: _Scene, index: int, product: Product, shape: GarmentShape, matrix: np.ndarray, rng: np.random.Generator
+) -> None:
+    """Paint the product's fabric through its shape's mask; record which pixels it now owns."""
+    width, height = scene.size
+    mask = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(mask)
+    for panel in shape.panels:
+        draw.polygon(_xy(_to_pixels(matrix, panel)), fill=_FILL)
+    if shape.lining is not None:
+        draw.polygon(_xy(_to_pixels(matrix, shape.lining)), fill=_LINING)
+    for patch in shape.patches:
+        draw.polygon(_xy(_to_pixels(matrix, patch)), fill=_PATCH, outline=_EDGE)
+    for line in shape.lines:
+        draw.line(_xy(_to_pixels(matrix, line)), fill=_EDGE, width=1)
+    for panel in shape.panels:
+        draw.polygon(_xy(_to_pixels(matrix, panel)), outline=_EDGE)
+    values = np.asarray(mask)
+    rows, cols = np.nonzero(values)
+    if rows.size == 0:
+        scene.painted[index] = 0
+        return
+    y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    region = values[y0:y1, x0:x1]
+    inside = region > 0
+    # pixel centres back to body units, where the texture is defined
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32) + np.float32(0.5)
+    inverse = np.linalg.inv(np.vstack([matrix, [0.0, 0.0, 1.0]])).astype(np.float32)
+    u = inverse[0, 0] * xs + inverse[0, 1] * ys + inverse[0, 2]
+    v = inverse[1, 0] * xs + inverse[1, 1] * ys + inverse[1, 2]
+    v_range = (min(p[1] for p in shape.outline), max(p[1] for p in shape.outline))
+    # soft folds that differ from photo to photo, on top of the seams and patches' shading
+    fold_u, fold_v, phase = rng.uniform(1.0, 3.0), rng.uniform(-1.0, 1.0), rng.uniform(0.0, 2 * math.pi)
+    folds = 1.0 + rng.uniform(0.03, 0.09) * np.sin(fold_u * u + fold_v * v + phase)
+    fabric = texture(product.look, u, v, v_range) * (_SHADE[region] * folds.astype(np.float32))[..., None]
+    scene.canvas[y0:y1, x0:x1][inside] = fabric[inside]
+    scene.owner[y0:y1, x0:x1][inside] = index
+    scene.painted[index] = int(inside.sum())
+
+
+def _plain_background(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
+    """A light studio background with a soft vertical fall-off."""
+    base = np.array([rng.uniform(228, 252)] * 3) + rng.uniform(-6, 6, size=3)
+    fall = np.linspace(0.0, rng.uniform(-14, 8), height, dtype=np.float32)[:, None, None]
+    return np.broadcast_to(base.astype(np.float32), (height, width, 3)) + fall
+
+
+def _cluttered_background(width: int, height: int, rng: np.random.Generator) -> Image.Image:
+    """Street or room: a gradient, a floor, random blocks, blobs and lines, slightly out of focus.
+
+    Drawn at half size: scaling it up blurs it like a background behind a person in focus.
+    """
+    full_size = (width, height)
+    width, height = (width + 1) // 2, (height + 1) // 2
+    top, bottom = rng.uniform(40, 220, size=(2, 3))
+    ramp = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    pixels = top + ramp * (bottom - top)
+    floor = int(height * rng.uniform(0.55, 0.9))
+    pixels = np.broadcast_to(pixels, (height, width, 3)).copy()
+    pixels[floor:] = rng.uniform(30, 200, size=3)
+    image = Image.fromarray(pixels.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(6, 18))):
+        color = tuple(int(c) for c in rng.integers(20, 236, size=3))
+        x, y = rng.uniform(-0.1, 1.0) * width, rng.uniform(-0.1, 1.0) * height
+        w, h = rng.uniform(0.05, 0.45) * width, rng.uniform(0.05, 0.5) * height
+        kind = rng.integers(4)
+        if kind == 0:
+            draw.rectangle([x, y, x + w, y + h], fill=color)
+        elif kind == 1:
+            draw.ellipse([x, y, x + w, y + h], fill=color)
+        elif kind == 2:
+            draw.polygon([(x + rng.uniform(0, w), y + rng.uniform(0, h)) for _ in range(4)], fill=color)
+        else:
+            draw.line([(x, y), (x + w, y + h)], fill=color, width=int(rng.integers(1, 5)))
+    return image.resize(full_size, Image.BILINEAR)
+
+
+def _draw_person(image: Image.Image, pose: Pose, matrix: np.ndarray, rng: np.random.Generator, from_back: bool) -> None:
+    """Skin, head, hair and shoes, under the garments; seen from the back the hair hides the face."""
+    draw = ImageDraw.Draw(image)
+    skin = SKIN_TONES[int(rng.integers(len(SKIN_TONES)))]
+    hair = HAIR_COLORS[int(rng.integers(len(HAIR_COLORS)))]
+    if rng.random() < 0.5:  # long hair falls behind the shoulders
+        draw.polygon(_xy(_to_pixels(matrix, [(-0.5, -1.1), (0.5, -1.1), (0.62, 0.6), (-0.62, 0.6)])), fill=hair)
+    parts = person_parts(pose)
+    for polygon in parts["skin"]:
+        draw.polygon(_xy(_to_pixels(matrix, polygon)), fill=skin)
+    for polygon in parts["shoes"]:
+        draw.polygon(_xy(_to_pixels(matrix, polygon)), fill=(int(rng.integers(10, 90)),) * 3)
+    head = _to_pixels(matrix, [(math.cos(t) * 0.38, -0.95 + math.sin(t) * 0.48) for t in np.linspace(0, 6.28, 24)])
+    draw.polygon(_xy(head), fill=skin)
+    cap = [(math.cos(t) * 0.42, -1.0 + math.sin(t) * 0.47) for t in np.linspace(math.pi, 2 * math.pi, 12)]
+    draw.polygon(_xy(_to_pixels(matrix, [*cap, (0.4, -0.95), (-0.4, -0.95)])), fill=hair)
+    if from_back:
+        draw.polygon(_xy(head), fill=hair)
+
+
+def _add_occluder(scene: _Scene, matrix: np.ndarray, rng: np.random.Generator) -> None:
+    """A bag in front of the hip, a post in the foreground or a table edge: hides part of the outfit."""
+    width, height = scene.size
+    mask = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(mask)
+    kind = rng.integers(3)
+    if kind == 0:
+        side = rng.choice([-1.0, 1.0])
+        x, y = side * rng.uniform(0.6, 1.6), rng.uniform(2.2, 3.4)
+        w, h = rng.uniform(0.5, 0.9), rng.uniform(0.5, 0.8)
+        draw.polygon(
+            _xy(_to_pixels(matrix, [(x - w, y), (x + w, y), (x + w * 1.1, y + h), (x - w * 1.1, y + h)])), fill=1
+        )
+    elif kind == 1:
+        x, w = rng.uniform(0.1, 0.9) * width, rng.uniform(0.04, 0.12) * width
+        draw.rectangle([x, 0, x + w, height], fill=1)
+    else:
+        y = rng.uniform(0.6, 0.85) * height
+        draw.polygon([(0, y), (width, y + rng.uniform(-20, 20)), (width, height), (0, height)], fill=1)
+    inside = np.asarray(mask) > 0
+    color = rng.uniform(20, 230, size=3).astype(np.float32)
+    scene.canvas[inside] = color * rng.uniform(0.8, 1.0, size=(int(inside.sum()), 1)).astype(np.float32)
+    scene.owner[inside] = -1
+
+
+def _finish(scene: _Scene, rng: np.random.Generator, strength: float) -> Image.Image:
+    """Camera and light: brightness, contrast, a colour cast and sensor noise (scaled by `strength`)."""
+    pixels = scene.canvas
+    mean = float(pixels.mean())
+    contrast = 1.0 + strength * rng.uniform(-0.25, 0.2)
+    gain = 1.0 + strength * rng.uniform(-0.3, 0.25)
+    cast = 1.0 + strength * rng.uniform(-0.08, 0.08, size=3)
+    # ((p - mean) * contrast + mean) * gain * cast, folded into one multiply-add per channel
+    factor = (contrast * gain * cast).astype(np.float32)
+    offset = (mean * (1.0 - contrast) * gain * cast).astype(np.float32)
+    noise = rng.standard_normal(size=pixels.shape[:2], dtype=np.float32) * np.float32(1.0 + 4.0 * strength)
+    pixels = pixels * factor + offset + noise[..., None]
+    return Image.fromarray(np.clip(pixels, 0, 255, out=pixels).astype(np.uint8))
+
+
+def render_photo(photo: Photo, rng: np.random.Generator, image_size: int) -> tuple[Image.Image, dict]:
+    """Paint a shop or user photo and its DeepFashion2 annotation (retried if no item came out visible)."""
+    for _ in range(8):
+        image, items = (_render_shop if photo.source == "shop" else _render_user)(photo, rng, image_size)
+        if items:
+            annotation: dict = {"source": photo.source, "pair_id": photo.pair_id}
+            annotation |= {f"item{i}": item for i, item in enumerate(items, start=1)}
+            return image, annotation
+    raise RuntimeError(f"could not render a visible garment for pair {photo.pair_id} ({photo.source})")
+
+
+def _render_shop(photo: Photo, rng: np.random.Generator, image_size: int) -> tuple[Image.Image, list[dict]]:
+    """One product laid flat, large and centred on a plain light background."""
+    product = photo.products[0]
+    width = height = image_size
+    pose = Pose(arm_angle=rng.uniform(0.5, 0.85), leg_angle=rng.uniform(0.04, 0.1), worn=False)
+    shape = build_shape(product.spec, pose)
+    outline = np.asarray(shape.outline)
+    low, high = outline.min(axis=0), outline.max(axis=0)
+    fill = rng.uniform(0.68, 0.88)
+    scale = min(width * fill / (high[0] - low[0]), height * fill / (high[1] - low[1]))
+    jitter = rng.uniform(-0.04, 0.04, size=2) * image_size
+    matrix = _affine(
+        scale, scale, rng.uniform(-0.06, 0.06), tuple((low + high) / 2), (width / 2 + jitter[0], height / 2 + jitter[1])
+    )
+    scene = _Scene(_plain_background(width, height, rng).astype(np.float32), np.zeros((height, width), np.int16))
+    shadow = _to_pixels(matrix, shape.outline) + rng.uniform(2, 6, size=2)
+    # a soft shadow, drawn at quarter size: upscaling blurs it for free
+    shadow_mask = Image.new("L", (width // 4, height // 4), 0)
+    ImageDraw.Draw(shadow_mask).polygon(_xy(shadow / 4), fill=40)
+    shadow_values = np.asarray(shadow_mask.resize((width, height), Image.BILINEAR), dtype=np.float32)
+    scene.canvas *= (1.0 - shadow_values / 255.0)[..., None]
+    _paint_garment(scene, 1, product, shape, matrix, rng)
+    items = [_annotate(scene, 1, product, shape, matrix, viewpoint=1)]
+    return _finish(scene, rng, strength=0.25), [item for item in items if item]
+
+
+def _render_user(photo: Photo, rng: np.random.Generator, image_size: int) -> tuple[Image.Image, list[dict]]:
+    """The outfit worn by a person: random framing, viewpoint, light, background and occluders."""
+    height = image_size
+    width = image_size if rng.random() < 0.3 else round(image_size * 0.75)
+    for_sale_upper_only = all(p.category_id in TOPS + OUTWEAR for p in photo.products if p.style > 0)
+    framings = ["full", "knees", "waist"] if for_sale_upper_only else ["full", "knees"]
+    framing = str(rng.choice(framings))
+    top, bottom = -1.55, {"full": 6.2, "knees": 4.4, "waist": 3.0}[framing]
+    fill = rng.uniform(0.6, 0.95) if framing == "full" else rng.uniform(0.95, 1.15)
+    scale = height * fill / (bottom - top)
+    side_view = rng.random() < 0.35
+    squeeze = rng.uniform(0.6, 0.82) if side_view else rng.uniform(0.92, 1.0)
+    angle = rng.uniform(-0.2, 0.2) if side_view else rng.uniform(-0.08, 0.08)
+    half_span = 1.9 * scale * squeeze
+    centre_x = rng.uniform(min(half_span, width / 2), max(width - half_span, width / 2))
+    top_px = rng.uniform(0.0, max(height - (bottom - top) * scale, 0.0) + 1.0) + rng.uniform(-0.04, 0.02) * height
+    matrix = _affine(scale * squeeze, scale, angle, (0.0, 2.3), (centre_x, top_px + (2.3 - top) * scale))
+    pose = Pose(arm_angle=rng.uniform(0.22, 0.36), leg_angle=rng.uniform(0.03, 0.09), worn=True)
+    background = _cluttered_background(width, height, rng)
+    _draw_person(background, pose, matrix, rng, from_back=side_view and rng.random() < 0.5)
+    scene = _Scene(np.asarray(background, dtype=np.float32).copy(), np.zeros((height, width), np.int16))
+    shapes = [build_shape(product.spec, pose) for product in photo.products]
+    for index, (product, shape) in enumerate(zip(photo.products, shapes, strict=True), start=1):
+        _paint_garment(scene, index, product, shape, matrix, rng)
+    if rng.random() < 0.35:
+        _add_occluder(scene, matrix, rng)
+    viewpoint = 3 if side_view else 2
+    items = [
+        _annotate(scene, index, product, shape, matrix, viewpoint)
+        for index, (product, shape) in enumerate(zip(photo.products, shapes, strict=True), start=1)
+    ]
+    return _finish(scene, rng, strength=1.0), [item for item in items if item]
+
+
+def _polygon_area(points: np.ndarray) -> float:
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
+def _annotate(
+    scene: _Scene, index: int, product: Product, shape: GarmentShape, matrix: np.ndarray, viewpoint: int
+) -> dict | None:
+    """The DeepFashion2 item for a painted garment, or None when too little of it is visible."""
+    width, height = scene.size
+    visible = scene.owner == index
+    n_visible, n_painted = int(visible.sum()), scene.painted.get(index, 0)
+    if n_visible < 40 or n_visible < 0.1 * n_painted:
+        return None
+    rows, cols = np.nonzero(visible)
+    box = [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
+    if box[2] - box[0] < 6 or box[3] - box[1] < 6:
+        return None
+    panels = [_to_pixels(matrix, panel) for panel in shape.panels]
+    full_area = sum(_polygon_area(p) for p in panels)
+    in_frame = min(n_painted / max(full_area, 1.0), 1.0)
+    segmentation = []
+    for panel in panels:
+        clipped = clip_polygon(panel, width, height)
+        if len(clipped) >= 3:
+            segmentation.append([round(float(c), 1) for c in clipped.reshape(-1)])
+    landmarks: list[int] = []
+    for x, y in _to_pixels(matrix, resample(shape.outline, LANDMARK_COUNTS[product.category_id])):
+        col, row = int(x), int(y)
+        if not (0 <= col < width and 0 <= row < height):
+            landmarks += [0, 0, 0]
+            continue
+        near = scene.owner[max(row - 2, 0) : row + 3, max(col - 2, 0) : col + 3]
+        landmarks += [col, row, 2 if (near == index).any() else 1]
+    box_share = (box[2] - box[0]) * (box[3] - box[1]) / (width * height)
+    visible_share = n_visible / max(n_painted, 1)
+    return {
+        "segmentation": segmentation,
+        "scale": 1 if box_share < 0.08 else 2 if box_share < 0.3 else 3,
+        "viewpoint": viewpoint,
+        "zoom_in": 1 if in_frame >= 0.93 else 2 if in_frame >= 0.6 else 3,
+        "landmarks": landmarks,
+        "style": product.style,
+        "bounding_box": box,
+        "category_id": product.category_id,
+        "occlusion": 1 if visible_share >= 0.85 else 2 if visible_share >= 0.5 else 3,
+        "category_name": DF2_CATEGORY_NAMES[product.category_id],
+    }

@@ -1,0 +1,131 @@
+"""The shopping page in a real browser (Debian Chromium via Playwright) against a real uvicorn server."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fashion_pipeline.lib.recommend import NO_GARMENT_MESSAGE
+from fashion_pipeline_tests.fixtures_serving import TWO_GARMENTS, encode, garment_photo
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path(os.environ.get("FASHION_CHROMIUM", "/usr/bin/chromium"))
+# No sandbox/GPU in containers; nothing but 127.0.0.1 resolves, and no background traffic (STACK.md).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
+    "--disable-background-networking",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.is_file():
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium "
+            "(or set FASHION_CHROMIUM to a Chromium executable)"
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def console_errors() -> list[str]:
+    """What the page logged as errors (script errors, CSP violations, failed loads); must end up empty."""
+    return []
+
+
+@pytest.fixture
+def page(browser, live_server, console_errors):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
+    page.on("pageerror", lambda error: console_errors.append(str(error)))
+    page.goto(live_server.url)
+    page.wait_for_selector("body[data-ready=true]", state="attached")
+    yield page
+    context.close()
+    assert console_errors == [], f"the page logged errors: {console_errors}"
+
+
+def upload(page, name: str, data: bytes, mime: str) -> None:
+    page.set_input_files("#photo", files=[{"name": name, "mimeType": mime, "buffer": data}])
+
+
+def test_upload_pick_a_garment_and_see_products_with_prices_and_working_links(page, live_server):
+    photo = encode(garment_photo(TWO_GARMENTS, size=(320, 240)), "JPEG", quality=92)
+    upload(page, "street.jpg", photo, "image/jpeg")
+
+    garments = page.locator(".garment")
+    garments.nth(1).wait_for()
+    assert garments.count() == 2
+    assert sorted(garments.locator(".garment-category").all_text_contents()) == ["shirt", "skirt"]
+    for crop in garments.locator(".garment-crop").all():
+        assert crop.get_attribute("src").startswith("data:image/jpeg;base64,")
+        assert crop.evaluate("img => img.complete && img.naturalWidth > 0")
+    assert page.locator(".box").count() == 2  # the boxes drawn over the photo
+
+    page.locator(".garment", has_text="skirt").click()
+    page.wait_for_function("() => document.querySelector('#results-title').textContent.includes('skirt')")
+    cards = page.locator(".product-card")
+    cards.nth(5).wait_for()
+    assert cards.count() == 6  # every skirt in the catalog (k = 12 > 6)
+    names = cards.locator(".product-name").all_text_contents()
+    assert names[0] == "Skirt no. 0"  # the patch's own colour first
+    assert sorted(names) == [f"Skirt no. {i}" for i in range(6)]
+    prices = dict(zip(names, cards.locator(".product-price").all_text_contents(), strict=True))
+    assert prices["Skirt no. 0"] == "$20.00"
+    assert prices["Skirt no. 1"] == "€30.00 (≈ $32.40)"  # original currency and US dollars
+
+    links = [a.get_attribute("href") for a in cards.locator("a.product-link").all()]
+    images = cards.locator("img.product-image")
+    images.nth(5).scroll_into_view_if_needed()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('img.product-image')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    image_urls = images.evaluate_all("imgs => imgs.map(i => i.currentSrc)")
+    assert len(links) == 6 and all(link.startswith("http://127.0.0.1:") for link in links)
+    assert all(re.fullmatch(rf"{live_server.url}/images/[^/]+", url) for url in image_urls)
+    for url in links + image_urls:
+        assert httpx.get(url).status_code == 200, url
+
+
+def test_filters_narrow_the_products(page):
+    upload(page, "look.png", encode(garment_photo({"shirt": (40, 30, 140, 130)}), "PNG"), "image/png")
+    page.locator(".product-card").nth(5).wait_for()
+
+    page.select_option("#site", "other_shop")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.product-site')].every(s => s.textContent === 'other_shop')"
+    )
+    assert page.locator(".product-card").count() == 3
+    page.fill("#max-price", "40")
+    page.locator("#max-price").dispatch_event("change")
+    page.wait_for_function("() => document.querySelectorAll('.product-card').length === 1")
+    assert page.locator(".product-price").all_text_contents() == ["€30.00 (≈ $32.40)"]
+
+
+def test_no_garment_and_bad_files_show_a_message(page, console_errors):
+    upload(page, "wall.jpg", encode(garment_photo({}), "JPEG"), "image/jpeg")
+    page.wait_for_function(f"() => document.querySelector('#status').textContent === {NO_GARMENT_MESSAGE!r}")
+    assert page.locator("#garments").is_hidden()
+    assert page.locator(".product-card").count() == 0
+
+    upload(page, "notes.jpg", b"this is not a photo", "image/jpeg")
+    page.wait_for_function("() => document.querySelector('#status').classList.contains('error')")
+    assert "not a readable image" in page.locator("#status").text_content()
+    # Chromium logs every 4xx answer; this one is the expected refusal of the bad file.
+    assert console_errors == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+    console_errors.clear()

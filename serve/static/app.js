@@ -1,0 +1,260 @@
+// The shopping page: send the photo to POST /api/recommend, show the garments, then the products of the
+// one picked. Plain DOM, no build step; every value from the server is set as text, never as HTML.
+"use strict";
+
+const K = 12;
+const state = { file: null, previewUrl: null, answer: null, picked: 0, stream: null, pending: null };
+const $ = (id) => document.getElementById(id);
+
+function setStatus(text, isError = false) {
+  const status = $("status");
+  status.textContent = text || "";
+  status.classList.toggle("error", isError);
+}
+
+function money(amount, currency) {
+  if (amount === null || amount === undefined) return "";
+  try {
+    return new Intl.NumberFormat(undefined, { style: "currency", currency }).format(amount);
+  } catch {
+    return `${amount.toFixed(2)} ${currency || ""}`.trim(); // an unknown currency code
+  }
+}
+
+function priceText(product) {
+  if (product.price === null || product.price === undefined) return "Price on the shop's page";
+  const original = money(product.price, product.currency);
+  if (product.currency === "USD" || product.price_usd === null || product.price_usd === undefined) {
+    return original;
+  }
+  return `${original} (≈ ${money(product.price_usd, "USD")})`;
+}
+
+function isWebUrl(url) {
+  try {
+    const parsed = new URL(url, window.location.href);
+    return parsed.protocol === "http:" || parsed.protocol === "https:";
+  } catch {
+    return false;
+  }
+}
+
+function productCard(product) {
+  const card = $("product-template").content.firstElementChild.cloneNode(true);
+  card.dataset.productId = product.product_id;
+  const image = card.querySelector(".product-image");
+  image.alt = product.name;
+  // The downloaded copy first; the shop's own image if we have none.
+  image.src = `/images/${encodeURIComponent(product.product_id)}`;
+  image.addEventListener("error", () => {
+    if (product.image_url && isWebUrl(product.image_url) && image.src !== product.image_url) {
+      image.src = product.image_url;
+    } else {
+      image.classList.add("missing");
+    }
+  });
+  card.querySelector(".product-name").textContent = product.name;
+  card.querySelector(".product-price").textContent = priceText(product);
+  card.querySelector(".product-site").textContent = product.site;
+  const link = card.querySelector(".product-link");
+  if (isWebUrl(product.url)) {
+    link.href = product.url;
+    link.textContent = `View at ${product.site}`;
+  } else {
+    link.remove();
+  }
+  return card;
+}
+
+function showProducts() {
+  const grid = $("product-grid");
+  grid.replaceChildren();
+  const garment = state.answer && state.answer.detections[state.picked];
+  if (!garment) {
+    $("results").hidden = true;
+    return;
+  }
+  $("results").hidden = false;
+  $("results-title").textContent = `Products like the ${garment.category}`;
+  $("results-empty").hidden = garment.recommendations.length > 0;
+  for (const product of garment.recommendations) grid.append(productCard(product));
+}
+
+function pick(index) {
+  state.picked = index;
+  document.querySelectorAll(".garment").forEach((button, i) => {
+    button.setAttribute("aria-pressed", String(i === index));
+  });
+  document.querySelectorAll(".box").forEach((box, i) => box.classList.toggle("picked", i === index));
+  showProducts();
+}
+
+function showBoxes(answer) {
+  // Boxes are in the pixels of the upright photo; the browser also shows it upright (EXIF honoured).
+  const boxes = $("boxes");
+  boxes.replaceChildren();
+  const { width, height } = answer.image;
+  if (!width || !height) return;
+  answer.detections.forEach((garment, index) => {
+    const [x1, y1, x2, y2] = garment.box;
+    const box = document.createElement("button");
+    box.type = "button";
+    box.className = "box";
+    box.title = garment.category;
+    box.setAttribute("aria-label", `Pick the ${garment.category}`);
+    Object.assign(box.style, {
+      left: `${(100 * x1) / width}%`,
+      top: `${(100 * y1) / height}%`,
+      width: `${(100 * (x2 - x1)) / width}%`,
+      height: `${(100 * (y2 - y1)) / height}%`,
+    });
+    box.addEventListener("click", () => pick(index));
+    boxes.append(box);
+  });
+}
+
+function showAnswer(answer) {
+  state.answer = answer;
+  const list = $("garment-list");
+  list.replaceChildren();
+  answer.detections.forEach((garment, index) => {
+    const button = $("garment-template").content.firstElementChild.cloneNode(true);
+    const crop = button.querySelector(".garment-crop");
+    if (garment.crop) crop.src = garment.crop;
+    crop.alt = `The ${garment.category} in your photo`;
+    button.querySelector(".garment-category").textContent = garment.category;
+    button.querySelector(".garment-score").textContent =
+      garment.score > 0 ? `${Math.round(garment.score * 100)}% sure` : "whole photo";
+    button.dataset.category = garment.category;
+    button.addEventListener("click", () => pick(index));
+    list.append(button);
+  });
+  $("garments").hidden = answer.detections.length === 0;
+  showBoxes(answer);
+  setStatus(answer.message || "");
+  pick(Math.min(state.picked, Math.max(answer.detections.length - 1, 0)));
+}
+
+async function search() {
+  if (!state.file) return;
+  if (state.pending) state.pending.abort(); // a newer photo or filter replaces the running search
+  const controller = new AbortController();
+  state.pending = controller;
+  const form = new FormData();
+  form.append("image", state.file, state.file.name || "photo.jpg");
+  form.append("k", String(K));
+  form.append("crops", "true");
+  for (const name of ["max_price", "site", "category"]) {
+    const value = $("filters").elements[name].value.trim();
+    if (value) form.append(name, value);
+  }
+  setStatus("Looking for garments…");
+  document.body.classList.add("busy");
+  try {
+    const response = await fetch("/api/recommend", { method: "POST", body: form, signal: controller.signal });
+    const body = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
+    if (!response.ok) {
+      state.answer = null;
+      $("garments").hidden = true;
+      $("results").hidden = true;
+      $("boxes").replaceChildren();
+      setStatus(body.error || `the server answered ${response.status}`, true);
+      return;
+    }
+    showAnswer(body);
+  } catch (error) {
+    if (error.name !== "AbortError") setStatus(`Could not reach the server: ${error.message}`, true);
+  } finally {
+    if (state.pending === controller) {
+      state.pending = null;
+      document.body.classList.remove("busy");
+    }
+  }
+}
+
+function usePhoto(file) {
+  state.file = file;
+  state.picked = 0;
+  if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+  state.previewUrl = URL.createObjectURL(file);
+  $("preview-image").src = state.previewUrl;
+  $("preview").hidden = false;
+  search();
+}
+
+async function openCamera() {
+  try {
+    state.stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+  } catch (error) {
+    setStatus(`The webcam is not available: ${error.message}`, true);
+    return;
+  }
+  $("camera-video").srcObject = state.stream;
+  $("camera").hidden = false;
+}
+
+function closeCamera() {
+  if (state.stream) state.stream.getTracks().forEach((track) => track.stop());
+  state.stream = null;
+  $("camera").hidden = true;
+}
+
+function shoot() {
+  const video = $("camera-video");
+  if (!video.videoWidth) return;
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth;
+  canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  canvas.toBlob(
+    (blob) => {
+      if (!blob) return;
+      closeCamera();
+      usePhoto(new File([blob], "webcam.jpg", { type: "image/jpeg" }));
+    },
+    "image/jpeg",
+    0.92,
+  );
+}
+
+async function loadOptions() {
+  // The shops and categories the catalog has, so the filters offer only values the API accepts.
+  try {
+    const response = await fetch("/healthz");
+    const health = await response.json();
+    for (const [id, values] of [["site", health.sites], ["category", health.categories]]) {
+      const select = $(id);
+      for (const value of values || []) select.append(new Option(value, value));
+    }
+    document.body.dataset.ready = "true";
+  } catch (error) {
+    setStatus(`Could not reach the server: ${error.message}`, true);
+  }
+}
+
+function init() {
+  $("photo").addEventListener("change", (event) => {
+    const [file] = event.target.files;
+    if (file) usePhoto(file);
+  });
+  $("filters").addEventListener("change", () => search());
+  $("filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    search();
+  });
+  if (navigator.mediaDevices && navigator.mediaDevices.getUserMedia) {
+    $("camera-open").hidden = false; // secure contexts only: https or 127.0.0.1/localhost
+    $("camera-open").addEventListener("click", openCamera);
+    $("camera-close").addEventListener("click", closeCamera);
+    $("camera-shoot").addEventListener("click", shoot);
+  }
+  document.addEventListener("dragover", (event) => event.preventDefault());
+  document.addEventListener("drop", (event) => {
+    event.preventDefault();
+    const file = event.dataTransfer.files[0];
+    if (file) usePhoto(file);
+  });
+  loadOptions();
+}
+
+init();
