@@ -91,7 +91,9 @@ def test_bad_upload_gets_a_clear_4xx_and_the_server_keeps_serving(live_server, r
     ("kwargs", "status", "message"),
     [
         pytest.param({"json": {"image": "aGVsbG8="}}, 415, "multipart/form-data", id="json_body"),
-        pytest.param({"content": GOOD_JPEG, "headers": {"content-type": "image/jpeg"}}, 415, "multipart", id="raw_jpeg"),
+        pytest.param(
+            {"content": GOOD_JPEG, "headers": {"content-type": "image/jpeg"}}, 415, "multipart", id="raw_jpeg"
+        ),
         pytest.param({"data": {"k": "3"}, "files": {"other": ("a.txt", b"x")}}, 400, "'image'", id="no_image_field"),
         pytest.param(
             {"content": b"--xyz\r\nnonsense", "headers": {"content-type": "multipart/form-data; boundary=xyz"}},
@@ -99,7 +101,9 @@ def test_bad_upload_gets_a_clear_4xx_and_the_server_keeps_serving(live_server, r
             "multipart",
             id="malformed_multipart",
         ),
-        pytest.param({"content": b"", "headers": {"content-type": "multipart/form-data"}}, 400, "boundary", id="no_boundary"),
+        pytest.param(
+            {"content": b"", "headers": {"content-type": "multipart/form-data"}}, 400, "boundary", id="no_boundary"
+        ),
     ],
 )
 def test_malformed_requests_get_a_clear_4xx(live_server, kwargs, status, message):
@@ -358,8 +362,9 @@ def test_32_concurrent_requests_are_all_answered_correctly_with_bounded_work(ser
 
 
 def test_png_helper_writes_a_decodable_png():
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     image = Image.open(io.BytesIO(png_bytes(2, 1, 8, 0, b"\x00\x00\xff")))
     assert image.size == (2, 1) and list(image.getdata()) == [0, 255]

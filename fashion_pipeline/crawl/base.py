@@ -27,6 +27,7 @@ class CatalogSpider(scrapy.Spider):
         site: str | None = None,
         start_url: str = "",
         max_pages: str | int | None = None,
+        categories: str = "",
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -36,9 +37,12 @@ class CatalogSpider(scrapy.Spider):
         if self.site_name not in sites:
             raise ValueError(f"site {self.site_name!r} is not in crawl/sites.yaml (configured: {sorted(sites)})")
         self.site: SiteConfig = sites[self.site_name]
-        # Overrides (`-a start_url=... -a max_pages=...`) for a trial run or a test against a loopback copy.
+        # Overrides (`-a start_url=... -a max_pages=... -a categories=dress,skirt`) for a trial run or a test
+        # against a loopback copy of the shop.
         self.start_url = (start_url or self.site.start_url).rstrip("/")
         self.max_pages = int(max_pages) if max_pages else self.site.max_pages
+        wanted = {c.strip() for c in categories.split(",") if c.strip()}
+        self.keywords = {c: k for c, k in self.site.keywords.items() if not wanted or c in wanted}
         # Product pages that failed, named in the crawl report beside the products the pipelines dropped.
         self.failed_products: list[dict[str, str]] = []
 

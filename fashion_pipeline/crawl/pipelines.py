@@ -115,8 +115,11 @@ class ProductImagesPipeline(ImagesPipeline):
             image = load_image(response.body)
         except ImageError as exc:
             raise ImageException(f"broken image: {exc}") from exc
-        buffer = BytesIO()
-        image.save(buffer, "JPEG", quality=90)
+        if response.body[:3] == b"\xff\xd8\xff":
+            buffer = BytesIO(response.body)  # a readable JPEG is stored as served, not re-encoded
+        else:
+            buffer = BytesIO()
+            image.save(buffer, "JPEG", quality=90)
         yield self.file_path(request, response=response, info=info, item=item), image, buffer
 
     def media_failed(self, failure: Any, request: Any, info: Any) -> Any:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pandas as pd
 import yaml
@@ -123,7 +123,7 @@ def canonical_url(url: str) -> str:
     query = parse_qsl(parts.query, keep_blank_values=True)
     target = dict(query).get("url")
     if target and ("redirect" in parts.path.lower()) and target.startswith(("/", "http")):
-        unwrapped = unquote(target)
+        unwrapped = target  # parse_qsl has already percent-decoded it
         if unwrapped.startswith("/"):
             unwrapped = urlunsplit((parts.scheme, parts.netloc, "", "", "")) + unwrapped
         return canonical_url(unwrapped)

@@ -268,6 +268,8 @@ def train_classifier(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
+        # XLA compilation of MobileNetV3 costs tens of seconds on CPU, more than it saves on a short run.
+        jit_compile=False,
     )
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=settings.patience, restore_best_weights=True

@@ -32,7 +32,7 @@ from fashion_pipeline.lib.images import load_image
 from fashion_pipeline.lib.prices import format_price
 
 MANIFEST_FILE = "manifest.json"
-PRODUCTS_PER_PAGE = 12
+PRODUCTS_PER_PAGE = 48
 JS_CATEGORY = "dress"  # listed client-side; falls back to the first category with products
 CROP_MAX_SIDE = 320
 ROBOTS_TXT = "User-agent: *\nDisallow: /cart/\n"
@@ -105,13 +105,16 @@ def select_shop_items(items: pd.DataFrame, splits: tuple[str, ...] = ("validatio
         sku_for(p, s, c) for p, s, c in zip(chosen["pair_id"], chosen["style"], chosen["category_id"], strict=True)
     ]
     # Validation first, so a sku in both splits is pictured by the photo the evaluation pairs with.
-    chosen["_split_order"] = chosen["split"].map({s: i for i, s in enumerate(splits)})
+    chosen["_split_order"] = chosen["split"].astype(str).map({s: i for i, s in enumerate(splits)})
     chosen = chosen.sort_values(["_split_order", "sku", "image_id", "item_index"])
     return chosen.drop_duplicates("sku").drop(columns="_split_order").sort_values("sku", ignore_index=True)
 
 
 def _colour_name(image: Image.Image) -> str:
-    mean = np.asarray(image.resize((16, 16))).reshape(-1, 3).mean(axis=0)
+    # The centre of the crop: the garment, not the background around its box.
+    width, height = image.size
+    centre = image.crop((width // 4, height // 4, width - width // 4, height - height // 4))
+    mean = np.asarray(centre.resize((16, 16))).reshape(-1, 3).mean(axis=0)
     return min(_COLOURS, key=lambda name: float(np.sum((np.array(_COLOURS[name]) - mean) ** 2)))
 
 

@@ -202,10 +202,15 @@ def read_products(path: Path) -> pd.DataFrame:
     """The catalog columns the recommender needs, from products.parquet."""
     if not path.exists():
         raise RecommenderError(f"no product catalog at {path}: materialize the product_catalog asset first")
-    table = pd.read_parquet(path)
+    return prepare_products(pd.read_parquet(path), source=str(path))
+
+
+def prepare_products(table: pd.DataFrame, source: str = "the product catalog") -> pd.DataFrame:
+    """The answer's columns only, one row per product_id (the last wins); optional columns filled in."""
     missing = [c for c in PRODUCT_COLUMNS if c not in table.columns]
     if missing:
-        raise RecommenderError(f"{path} lacks columns {missing}: rematerialize the product_catalog asset")
+        raise RecommenderError(f"{source} lacks columns {missing}: rematerialize the product_catalog asset")
+    table = table.copy()
     for column in PRODUCT_COLUMNS_OPTIONAL:
         if column not in table.columns:
             table[column] = np.nan
@@ -268,7 +273,7 @@ class Recommender:
         self.embedder = embedder
         self.detection_confidence = detection_confidence
         self.paths = paths  # where downloaded product images are looked up; None serves none
-        self.products = _Products(products.reset_index(drop=True))
+        self.products = _Products(prepare_products(products))
         self.sites: tuple[str, ...] = tuple(sorted(set(self.products.table["site"].astype(str))))
         self._position = pd.Index(self.products.table["product_id"].astype(str))
         self._catalogs = {category: self._align(category, index) for category, index in indexes.items()}
@@ -296,7 +301,15 @@ class Recommender:
         if paths.embeddings.exists():
             versions = pd.read_parquet(paths.embeddings, columns=["model_version"])["model_version"]
             embeddings_versions = {int(v) for v in versions.unique()}
-        return cls(detector, embedder, indexes, products, paths=paths, embeddings_versions=embeddings_versions)
+        recommender = cls(detector, embedder, indexes, products, paths=paths, embeddings_versions=embeddings_versions)
+        recommender.warm_up()
+        return recommender
+
+    def warm_up(self) -> None:
+        """Run each model once, so graph tracing and allocation happen now and not in a shopper's request."""
+        blank = Image.new("RGB", (64, 64), (128, 128, 128))
+        self.detector.detect(blank, conf=self.detection_confidence)
+        self.embedder.embed([blank])
 
     def _align(self, category: str, index: SearchIndex) -> _CategoryCatalog:
         positions = self._position.get_indexer(np.asarray(index.product_ids).astype(str))

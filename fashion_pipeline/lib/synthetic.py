@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from fashion_pipeline.lib.atomic import atomic_dir
 from fashion_pipeline.lib.categories import DF2_CATEGORY_NAMES
@@ -223,7 +223,9 @@ def plan_photos(
 # --------------------------------------------------------------------------------------------- painting
 
 
-def _affine(scale_x: float, scale_y: float, angle: float, anchor: tuple[float, float], at: tuple[float, float]):
+def _affine(
+    scale_x: float, scale_y: float, angle: float, anchor: tuple[float, float], at: tuple[float, float]
+) -> np.ndarray:
     """2x3 matrix taking body units to pixels: scale about `anchor`, rotate, place `anchor` at `at`."""
     c, s = math.cos(angle), math.sin(angle)
     linear = np.array([[c * scale_x, -s * scale_y], [s * scale_x, c * scale_y]])
@@ -446,7 +448,10 @@ def _render_user(photo: Photo, rng: np.random.Generator, image_size: int) -> tup
         _annotate(scene, index, product, shape, matrix, viewpoint)
         for index, (product, shape) in enumerate(zip(photo.products, shapes, strict=True), start=1)
     ]
-    return _finish(scene, rng, strength=1.0), [item for item in items if item]
+    photo_image = _finish(scene, rng, strength=1.0)
+    if rng.random() < 0.7:  # phone cameras: slightly soft focus or motion
+        photo_image = photo_image.filter(ImageFilter.BoxBlur(rng.uniform(0.3, 0.9)))
+    return photo_image, [item for item in items if item]
 
 
 def _polygon_area(points: np.ndarray) -> float:

@@ -46,7 +46,7 @@ class AmazonSpider(CatalogSpider):
     name = "amazon"
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
-        for category, keyword in self.site.keywords.items():
+        for category, keyword in self.keywords.items():
             url = f"{self.start_url}/s?k={quote_plus(keyword)}"
             meta = {"category": category, "page": 1}
             yield scrapy.Request(url, self.parse, errback=self.page_failed, meta=meta)

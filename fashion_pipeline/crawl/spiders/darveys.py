@@ -29,7 +29,7 @@ class DarveysSpider(CatalogSpider):
         return f"{self.start_url}/catalogsearch/result/?cat=2&q={quote_plus(keyword)}&p={page}"
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
-        for category, keyword in self.site.keywords.items():
+        for category, keyword in self.keywords.items():
             meta = browser_meta(category=category, keyword=keyword, page=1)
             yield scrapy.Request(self.search_url(keyword, 1), self.parse, errback=self.page_failed, meta=meta)
 

@@ -1,0 +1,177 @@
+"""The crawled product catalog: per-site crawls, their images, and the merged products table."""
+
+import dagster as dg
+import pandas as pd
+
+from fashion_pipeline.crawl.runner import CrawlFailed, crawl_site
+from fashion_pipeline.defs.resources import DataPathsResource
+from fashion_pipeline.lib.atomic import write_json, write_parquet
+from fashion_pipeline.lib.catalog import (
+    CRAWL_REPORT_FILE,
+    RAW_PRODUCTS_FILE,
+    CrawlReport,
+    load_sites,
+    merge_catalog,
+    missing_image_files,
+    read_raw_products,
+)
+from fashion_pipeline.lib.demo_shop import ensure_demo_shop, serve_directory
+from fashion_pipeline.lib.images import ImageError, load_image
+
+# The configured shops (crawl/sites.yaml); one partition each.
+SITES = load_sites()
+site_partitions = dg.StaticPartitionsDefinition(list(SITES))
+
+# Like eager(), but not held back by sites that were never crawled: with the real shops configured yet
+# switched off, `any_deps_missing` would otherwise keep the catalog from ever following the demo shop.
+catalog_follows_crawls = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+
+
+class CrawlConfig(dg.Config):
+    timeout_s: int = 3600  # a crawl still running after this fails (and keeps the previous data)
+    max_pages: int = 0  # result pages per keyword; 0 = the site's max_pages in sites.yaml
+
+
+def _table(counts: dict[str, int], header: str) -> dg.MetadataValue:
+    rows = "\n".join(f"| {key} | {value} |" for key, value in sorted(counts.items())) or "| (none) | 0 |"
+    return dg.MetadataValue.md(f"| {header} | count |\n|---|---|\n{rows}")
+
+
+@dg.asset(
+    group_name="catalog",
+    kinds={"scrapy", "playwright"},
+    partitions_def=site_partitions,
+    deps=[dg.AssetKey("garment_items")],
+    check_specs=[dg.AssetCheckSpec("every_product_accounted_for", asset="catalog_raw")],
+)
+def catalog_raw(
+    context: dg.AssetExecutionContext, config: CrawlConfig, paths: DataPathsResource
+) -> dg.MaterializeResult:
+    """One shop crawled by its Scrapy spider in a subprocess: products (JSON lines) and a crawl report."""
+    data, site = paths.get(), SITES[context.partition_key]
+    images_dir = data.catalog_images_dir / site.name
+    spider_args = {"max_pages": str(config.max_pages)} if config.max_pages else {}
+    try:
+        if site.spider == "demo_shop":
+            # The embedded default: generate the shop from garment_items and serve it only while crawling.
+            shop = ensure_demo_shop(data.garment_items, data.demo_shop_dir, image_root=data.df2_root)
+            with serve_directory(shop.root) as base_url:
+                report = crawl_site(
+                    site, data.catalog_raw_dir, images_dir, spider_args={**spider_args, "base_url": base_url},
+                    timeout_s=config.timeout_s,
+                )
+        else:
+            report = crawl_site(site, data.catalog_raw_dir, images_dir, spider_args=spider_args, timeout_s=config.timeout_s)
+    except CrawlFailed as exc:
+        raise dg.Failure(description=str(exc)) from exc
+    context.log.info(f"{site.name}: listed {report.listed}, scraped {report.scraped}, dropped {report.dropped}")
+    return dg.MaterializeResult(
+        metadata={
+            "scraped": report.scraped,
+            "dropped": _table(report.dropped, "reason"),
+            "images_failed": report.images_failed,
+            "path": dg.MetadataValue.path(str(data.catalog_raw_dir / site.name / RAW_PRODUCTS_FILE)),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="every_product_accounted_for",
+                passed=report.accounted,
+                metadata={"listed": report.listed, "scraped": report.scraped, "dropped": report.dropped_total},
+                description="listed = scraped + dropped (each with its reason)",
+            )
+        ],
+    )
+
+
+@dg.asset(
+    group_name="catalog",
+    kinds={"scrapy", "jpeg"},
+    partitions_def=site_partitions,
+    deps=[catalog_raw],
+    automation_condition=dg.AutomationCondition.eager(),
+    check_specs=[dg.AssetCheckSpec("images_readable", asset="catalog_images", blocking=True)],
+)
+def catalog_images(context: dg.AssetExecutionContext, paths: DataPathsResource) -> dg.MaterializeResult:
+    """The shop's product images (downloaded by the crawl's ImagesPipeline) verified, and its dead links listed."""
+    data, site = paths.get(), context.partition_key
+    raw_dir = data.catalog_raw_dir / site
+    products = read_raw_products(raw_dir / RAW_PRODUCTS_FILE)
+    report = CrawlReport.read(raw_dir / CRAWL_REPORT_FILE)
+    unreadable: list[str] = []
+    for image_path in products["image_path"]:
+        try:
+            load_image(image_path)
+        except (ImageError, FileNotFoundError, TypeError):
+            unreadable.append(str(image_path))
+    image_reasons = {"dead image link", "broken image", "image blocked"}
+    failed = [drop for drop in report.drops if drop["reason"] in image_reasons]
+    record = data.catalog_images_dir / site / "image_failures.json"
+    write_json({"site": site, "failed_downloads": failed, "unreadable_files": unreadable}, record)
+    return dg.MaterializeResult(
+        metadata={
+            "images": len(products) - len(unreadable),
+            "dead_links": sum(report.dropped.get(reason, 0) for reason in image_reasons),
+            "failures": dg.MetadataValue.path(str(record)),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="images_readable",
+                passed=not unreadable,
+                metadata={"unreadable": len(unreadable), "examples": unreadable[:5]},
+            )
+        ],
+    )
+
+
+@dg.asset(
+    group_name="catalog",
+    kinds={"parquet"},
+    deps=[catalog_images],
+    automation_condition=catalog_follows_crawls,
+    check_specs=[
+        dg.AssetCheckSpec("unique_product_id", asset="product_catalog", blocking=True),
+        dg.AssetCheckSpec("usd_price_where_priced", asset="product_catalog", blocking=True),
+        dg.AssetCheckSpec("image_files_exist", asset="product_catalog"),
+    ],
+)
+def product_catalog(context: dg.AssetExecutionContext, paths: DataPathsResource) -> dg.MaterializeResult:
+    """Every shop's latest good crawl in one table, with first_seen/last_seen and what is new, changed or gone."""
+    data = paths.get()
+    crawled = [data.catalog_raw_dir / name / RAW_PRODUCTS_FILE for name in SITES]
+    crawled = [path for path in crawled if path.is_file()]
+    if not crawled:
+        raise dg.Failure(f"no shop crawled yet under {data.catalog_raw_dir}: materialize catalog_raw for a site first")
+    previous = pd.read_parquet(data.products) if data.products.is_file() else None
+    # Blocking problems raise before writing: the last good catalog stays in place.
+    try:
+        catalog, changes = merge_catalog(pd.concat([read_raw_products(p) for p in crawled], ignore_index=True), previous)
+    except ValueError as exc:  # repeated product ids
+        raise dg.Failure(f"catalog not written: {exc}") from exc
+    unpriced = catalog.loc[catalog["price"].notna() & catalog["price_usd"].isna(), "product_id"]
+    if len(unpriced):
+        raise dg.Failure(f"catalog not written: prices without a USD value: {list(unpriced)[:5]}")
+    write_parquet(catalog, data.products)
+    missing = missing_image_files(catalog["image_path"])
+    by_site = catalog.groupby("site").agg(products=("product_id", "size"), last_seen=("last_seen", "max"))
+    by_site_rows = "\n".join(f"| {site} | {row.products} | {row.last_seen:%Y-%m-%d %H:%M} |" for site, row in by_site.iterrows())
+    context.log.info(f"catalog: {len(catalog)} products; new {len(changes.new)}, changed {len(changes.changed)}, gone {len(changes.gone)}")
+    return dg.MaterializeResult(
+        metadata={
+            "products": len(catalog),
+            "new": len(changes.new),
+            "changed": len(changes.changed),
+            "gone": len(changes.gone),
+            "by_site": dg.MetadataValue.md(f"| site | products | last crawled (UTC) |\n|---|---|---|\n{by_site_rows}"),
+            "path": dg.MetadataValue.path(str(data.products)),
+        },
+        check_results=[
+            dg.AssetCheckResult(check_name="unique_product_id", passed=True),
+            dg.AssetCheckResult(check_name="usd_price_where_priced", passed=True),
+            dg.AssetCheckResult(
+                check_name="image_files_exist",
+                passed=not missing,
+                metadata={"missing": len(missing), "examples": missing[:5]},
+            ),
+        ],
+    )
+

@@ -1,0 +1,62 @@
+"""Keeping the catalog fresh: the recrawl job and its schedule, automation downstream, and failure reports.
+
+Dagster jobs cannot mix partitioned and unpartitioned assets, so the schedule launches one run of the
+recrawl job (catalog_raw + catalog_images) per site partition. `product_catalog` follows on its own through
+its automation condition once those runs have finished, and so do the retrieval assets downstream of it
+(catalog_embeddings, knn_index) when they carry `AutomationCondition.eager()`. The automation sensor below
+evaluates those conditions; it is declared here with `default_status=RUNNING` because Dagster's implicit
+default automation sensor starts stopped, and a schedule whose follow-up never runs would not refresh anything.
+"""
+
+
+import os
+
+import dagster as dg
+
+from fashion_pipeline.defs.catalog.assets import catalog_images, catalog_raw, site_partitions
+from fashion_pipeline.lib.catalog import load_sites
+
+# When the daily recrawl runs (cron, in FASHION_RECRAWL_TIMEZONE); default 03:00.
+RECRAWL_CRON = os.environ.get("FASHION_RECRAWL_CRON", "0 3 * * *")
+RECRAWL_TIMEZONE = os.environ.get("FASHION_RECRAWL_TIMEZONE", "UTC")
+
+recrawl_catalog = dg.define_asset_job(
+    "recrawl_catalog",
+    selection=dg.AssetSelection.assets(catalog_raw, catalog_images),
+    partitions_def=site_partitions,
+    description="Crawl one shop again and verify its images (one run per site partition).",
+)
+
+
+@dg.schedule(
+    job=recrawl_catalog,
+    cron_schedule=RECRAWL_CRON,
+    execution_timezone=RECRAWL_TIMEZONE,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def daily_recrawl(context: dg.ScheduleEvaluationContext):
+    """Recrawl every site marked `recrawl: true` in crawl/sites.yaml (FASHION_RECRAWL_CRON, daily by default)."""
+    tick = context.scheduled_execution_time.strftime("%Y%m%dT%H%M")
+    sites = [site for site in load_sites().values() if site.recrawl]
+    if not sites:
+        return dg.SkipReason("no site has `recrawl: true` in crawl/sites.yaml")
+    return [dg.RunRequest(run_key=f"{site.name}-{tick}", partition_key=site.name) for site in sites]
+
+
+catalog_automation = dg.AutomationConditionSensorDefinition(
+    "catalog_automation",
+    target=dg.AssetSelection.assets(catalog_images) | dg.AssetSelection.keys("product_catalog").downstream(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Materializes catalog_images, product_catalog and what follows them once their inputs update.",
+)
+
+
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
+def report_failed_runs(context: dg.RunFailureSensorContext) -> None:
+    """Log every failed run (which job, which partition, why) in this sensor's log and the daemon's output."""
+    run = context.dagster_run
+    partition = run.tags.get("dagster/partition")
+    where = f"{run.job_name}" + (f" [{partition}]" if partition else "")
+    message = context.failure_event.message or "no message"
+    context.log.error(f"run {run.run_id} of {where} failed: {message}")

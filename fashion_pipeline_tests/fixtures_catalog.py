@@ -1,0 +1,110 @@
+"""Catalog fixtures: small generated demo shops, a fault-injecting shop server, and the Chromium requirement."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fashion_pipeline.crawl.settings import chromium_executable
+from fashion_pipeline.lib.demo_shop import DemoShop, QuietHandler, build_demo_shop, make_stand_in_items
+
+# Small pages so a 20-product shop still paginates (and its JavaScript category has two pages).
+TEST_PER_PAGE = 4
+# Settings for crawls against the loopback servers: a short timeout so the injected timeout costs little.
+FAST_CRAWL_SETTINGS = {"DOWNLOAD_TIMEOUT": "1", "RETRY_TIMES": "1", "LOG_LEVEL": "INFO"}
+
+
+def require_chromium() -> str:
+    """The browser the JS-page tests run; missing is a failure (make test installs it), never a skip."""
+    executable = chromium_executable()
+    if executable is None or not Path(executable).exists():
+        pytest.fail(
+            f"Chromium not found (FASHION_CHROMIUM_PATH or /usr/bin/chromium; got {executable!r}): "
+            "`make test` installs Debian's chromium (apt-get install -y chromium); "
+            "with network, `playwright install chromium` works too."
+        )
+    return executable
+
+
+def build_test_shop(root: Path, n_products: int = 20, seed: int = 0) -> DemoShop:
+    items = make_stand_in_items(root / "photos", n_products, seed=seed)
+    return build_demo_shop(items, root / "shop", per_page=TEST_PER_PAGE, seed=seed)
+
+
+@pytest.fixture(scope="session")
+def small_demo_shop(tmp_path_factory) -> DemoShop:
+    """A 20-product demo shop (read-only use): 4 per page, dresses listed by JavaScript, the usual faults."""
+    return build_test_shop(tmp_path_factory.mktemp("demo-shop"))
+
+
+class FaultyShop(QuietHandler):
+    """Serves a demo shop with faults injected on chosen paths; counts every request it receives.
+
+    `faults` maps a URL path to one of: "500-once", "404", "timeout", "redirect-loop", "truncated-image",
+    "not-an-image", "image-of:<path>" (another image re-encoded: a perceptual duplicate), "malformed",
+    and "robots-disallow" (listed in robots.txt; must never be requested).
+    """
+
+    faults: dict[str, str] = {}
+    requests: Counter = Counter()
+    lock = threading.Lock()
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        with self.lock:
+            self.requests[path] += 1
+            seen = self.requests[path]
+        fault = self.faults.get(path, "")
+        if path == "/robots.txt":
+            disallowed = [p for p, f in self.faults.items() if f == "robots-disallow"]
+            return self._send(200, "text/plain", ("User-agent: *\nDisallow: /cart/\n" + "".join(
+                f"Disallow: {p}\n" for p in disallowed)).encode())
+        if path == "/index.html":
+            # An extra "category" whose listing page is broken HTML without product cards.
+            page = (Path(self.directory) / "index.html").read_text()
+            extra = '<a class="category-link" data-category="skirt" href="/c/broken.html">More</a></nav>'
+            return self._send(200, "text/html; charset=utf-8", page.replace("</nav>", extra, 1).encode())
+        if path == "/c/broken.html":
+            return self._send(200, "text/html", b"<html><body><div id='listing'><p>Oops<div></span><a href=")
+        if fault == "500-once" and seen == 1:
+            return self._send(500, "text/plain", b"try again")
+        if fault == "404":
+            return self._send(404, "text/plain", b"gone")
+        if fault == "timeout":
+            time.sleep(3)
+            return self._send(200, "text/plain", b"too late")
+        if fault == "redirect-loop":
+            self.send_response(302)
+            self.send_header("Location", f"{path}?hop={seen}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        if fault == "truncated-image":
+            body = (Path(self.directory) / path.lstrip("/")).read_bytes()
+            return self._send(200, "image/jpeg", body[: len(body) // 2])
+        if fault == "not-an-image":
+            return self._send(200, "image/jpeg", b"<html>this is not a picture</html>")
+        if fault.startswith("image-of:"):
+            original = Image.open(Path(self.directory) / fault.split(":", 1)[1].lstrip("/"))
+            buffer = io.BytesIO()
+            original.save(buffer, "JPEG", quality=70)  # the same photo, re-encoded
+            return self._send(200, "image/jpeg", buffer.getvalue())
+        return super().do_GET()
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def faulty_shop_handler(faults: dict[str, str]) -> type[FaultyShop]:
+    """A FaultyShop subclass with its own fault map and request counter."""
+    return type("FaultyShopWithFaults", (FaultyShop,), {"faults": faults, "requests": Counter()})
