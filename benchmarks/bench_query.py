@@ -270,6 +270,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "query.json")
     args = parser.parse_args()
 
+    load_at_start = os.getloadavg()[0]  # other work on the machine inflates every figure: it is recorded
     photos = [p.read_bytes() for p in sorted(PHOTOS.iterdir())]
     with tempfile.TemporaryDirectory(prefix="bench-query-") as tmp:
         work = Path(tmp)
@@ -344,6 +345,7 @@ def main() -> int:
             del vectors, recommender
 
     report = {
+        "load_average_1min_at_start_and_end": [load_at_start, os.getloadavg()[0]],
         "machine": {
             "cpus_used": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "platform": platform.platform(),

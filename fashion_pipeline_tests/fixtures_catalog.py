@@ -7,6 +7,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from PIL import Image
@@ -15,7 +16,7 @@ from fashion_pipeline.crawl.settings import chromium_executable
 from fashion_pipeline.lib.demo_shop import DemoShop, QuietHandler, build_demo_shop, make_stand_in_items
 
 # Small pages so a 20-product shop still paginates (and its JavaScript category has two pages).
-TEST_PER_PAGE = 4
+TEST_PER_PAGE = 3
 # Settings for crawls against the loopback servers: a short timeout so the injected timeout costs little.
 FAST_CRAWL_SETTINGS = {"DOWNLOAD_TIMEOUT": "1", "RETRY_TIMES": "1", "LOG_LEVEL": "INFO"}
 
@@ -51,8 +52,8 @@ class FaultyShop(QuietHandler):
     and "robots-disallow" (listed in robots.txt; must never be requested).
     """
 
-    faults: dict[str, str] = {}
-    requests: Counter = Counter()
+    faults: ClassVar[dict[str, str]] = {}
+    requests: ClassVar[Counter] = Counter()
     lock = threading.Lock()
 
     def do_GET(self) -> None:
@@ -63,8 +64,11 @@ class FaultyShop(QuietHandler):
         fault = self.faults.get(path, "")
         if path == "/robots.txt":
             disallowed = [p for p, f in self.faults.items() if f == "robots-disallow"]
-            return self._send(200, "text/plain", ("User-agent: *\nDisallow: /cart/\n" + "".join(
-                f"Disallow: {p}\n" for p in disallowed)).encode())
+            return self._send(
+                200,
+                "text/plain",
+                ("User-agent: *\nDisallow: /cart/\n" + "".join(f"Disallow: {p}\n" for p in disallowed)).encode(),
+            )
         if path == "/index.html":
             # An extra "category" whose listing page is broken HTML without product cards.
             page = (Path(self.directory) / "index.html").read_text()

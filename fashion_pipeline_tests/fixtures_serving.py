@@ -359,3 +359,74 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+# --- tiny real models: the real loaders, ONNX Runtime and Keras, untrained and small ---------------------
+REAL_MODEL_VERSION = 7
+
+
+def build_tiny_real_models(paths: DataPaths) -> None:
+    """An untrained yolo11n (5 classes, 64 px, ONNX) and MobileNetV3Small (32 px) as champions under `paths`.
+
+    Untrained weights detect nothing, but every stage runs the real code: decode, ONNX Runtime, Keras.
+    """
+    import json
+    import shutil
+
+    import yaml
+
+    from fashion_pipeline.lib import classifier, detector, frameworks
+
+    frameworks.ultralytics()
+    import ultralytics
+    from ultralytics import YOLO
+
+    paths.detector_dir.mkdir(parents=True, exist_ok=True)
+    cfg = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg/models/11/yolo11.yaml").read_text())
+    cfg["nc"] = len(CATEGORIES)
+    yaml_path = paths.detector_dir / "yolo11n.yaml"  # the file name carries the scale: n
+    yaml_path.write_text(yaml.safe_dump(cfg))
+    weights = paths.detector_dir / detector.WEIGHTS_FILE
+    YOLO(str(yaml_path)).save(str(weights))
+    exported = YOLO(str(weights)).export(format="onnx", imgsz=64, simplify=False, device="cpu", verbose=False)
+    if Path(exported).resolve() != (paths.detector_dir / detector.ONNX_FILE).resolve():
+        shutil.move(exported, paths.detector_dir / detector.ONNX_FILE)
+    (paths.detector_dir / "metadata.json").write_text(
+        json.dumps({"classes": list(CATEGORIES), "input_size": 64, "registered_version": 4})
+    )
+
+    settings = classifier.ClassifierSettings(architecture="small", pretrained="none", input_size=32, augment=False)
+    model = classifier.build_model(settings)
+    paths.classifier_dir.mkdir(parents=True, exist_ok=True)
+    model.save(paths.classifier_dir / classifier.MODEL_FILE)
+    metadata = {
+        "classes": list(CATEGORIES),
+        "input_size": 32,
+        "embedding_dim": int(model.get_layer(classifier.EMBEDDING_LAYER).output.shape[-1]),
+        "registered_version": REAL_MODEL_VERSION,
+    }
+    (paths.classifier_dir / "metadata.json").write_text(json.dumps(metadata))
+
+
+@pytest.fixture(scope="session")
+def tiny_real_catalog(tmp_path_factory, fake_shop) -> ServingCatalog:
+    """The fake catalog, embedded by a real (untrained) classifier into real indexes, beside real models."""
+    from fashion_pipeline.lib.classifier import load_embedder
+    from fashion_pipeline.lib.images import load_image
+
+    shop_url, shop_root = fake_shop
+    catalog = write_catalog(tmp_path_factory.mktemp("real_models_data"), shop_url, shop_root)
+    paths = catalog.paths
+    build_tiny_real_models(paths)
+    embedder = load_embedder(paths.classifier_dir)
+    products = catalog.products
+    for category, group in products.groupby("category"):
+        images = [load_image(paths.catalog_images_dir / p) for p in group["image_path"]]
+        build_index(
+            embedder.embed(images),
+            group["product_id"].tolist(),
+            paths.index_dir / category,
+            category=category,
+            model_version=embedder.version,
+        )
+    return catalog

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import urllib.request
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from fashion_pipeline.lib.catalog import (
     CATALOG_COLUMNS,
     RAW_COLUMNS,
+    DuplicateImageFinder,
     canonical_url,
-    image_fingerprint,
+    image_signature,
     load_sites,
     merge_catalog,
 )
@@ -33,7 +36,10 @@ from fashion_pipeline.lib.images import load_image
     ("url", "expected"),
     [
         ("https://Shop.example/p/1.html?ref=sale#top", "https://shop.example/p/1.html"),
-        ("https://shop.example/p/1.html?utm_source=x&size=M&color=red", "https://shop.example/p/1.html?color=red&size=M"),
+        (
+            "https://shop.example/p/1.html?utm_source=x&size=M&color=red",
+            "https://shop.example/p/1.html?color=red&size=M",
+        ),
         ("https://shop.example/p/1/", "https://shop.example/p/1/"),  # paths stay as written: still a working link
         (
             "https://www.amazon.de/gp/slredirect/picassoRedirect.html/ref=pa_sp?ie=UTF8&url=%2FZORRI%2Fdp%2FB072V37G4K"
@@ -92,7 +98,7 @@ def test_merge_counts_new_changed_gone_and_keeps_first_seen():
     assert a["last_seen"] == pd.Timestamp(day2)
     assert a["price"] == 12.0
 
-    third, changes = merge_catalog(_raw([_product("a", 12.0, day2), _product("c", 5.0, day2)]), second)
+    _, changes = merge_catalog(_raw([_product("a", 12.0, day2), _product("c", 5.0, day2)]), second)
     assert (changes.new, changes.changed, changes.gone, changes.unchanged) == ([], [], [], 2)
 
 
@@ -122,7 +128,7 @@ def test_shop_products_are_shop_items_with_a_style_one_per_sku():
 
 def test_demo_shop_has_every_page_and_fault_the_crawler_must_handle(tmp_path):
     items = make_stand_in_items(tmp_path / "photos", 20)
-    shop = build_demo_shop(items, tmp_path / "shop", per_page=4)
+    shop = build_demo_shop(items, tmp_path / "shop", per_page=3)
     assert len(shop.products) == 20
     faults = {p.fault: p for p in shop.products if p.fault}
     assert set(faults) == {"dead_image", "listed_twice", "no_price", "price_range"}
@@ -156,18 +162,36 @@ def test_faults_avoid_products_that_validation_photos_need(tmp_path):
     users = items.copy()
     users["source"], users["split"] = "user", "validation"
     shop = build_demo_shop(pd.concat([items, users.iloc[:6]]), tmp_path / "shop")
-    needed = {sku_for(p, s, c) for p, s, c in zip(users.pair_id[:6], users["style"][:6], users.category_id[:6], strict=True)}
+    needed = {
+        sku_for(p, s, c) for p, s, c in zip(users.pair_id[:6], users["style"][:6], users.category_id[:6], strict=True)
+    }
     assert all(p.sku not in needed for p in shop.products if p.fault)
 
 
-def test_product_photos_are_crops_of_the_shop_images_with_distinct_fingerprints(tmp_path):
+def test_product_photos_are_crops_of_the_shop_images(tmp_path):
     items = make_stand_in_items(tmp_path / "photos", 12)
     items.loc[0, ["x1", "y1", "x2", "y2"]] = [10.0, 20.0, 60.0, 80.0]
     shop = build_demo_shop(items, tmp_path / "shop")
     first = load_image(shop.root / "img" / f"{shop.products[0].sku}.jpg")
     assert first.size == (56, 67)  # the box plus a 5% margin
-    prints = {image_fingerprint(load_image(shop.root / "img" / f"{p.sku}.jpg")) for p in shop.products}
-    assert len(prints) == 12
+
+
+def test_duplicate_photos_are_found_through_reencoding_and_resizing_but_distinct_products_are_not(small_demo_shop):
+    finder = DuplicateImageFinder()
+    photos = {
+        p.sku: load_image(small_demo_shop.root / "img" / f"{p.sku}.jpg") for p in small_demo_shop.expected_in_catalog
+    }
+    for sku, photo in photos.items():
+        assert finder.find(image_signature(photo)) is None  # no two products are taken for one photo
+        finder.add(sku, image_signature(photo))
+    sku, photo = next(iter(photos.items()))
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", quality=60)
+    assert finder.find(image_signature(load_image(buffer.getvalue()))) == sku
+    assert finder.find(image_signature(photo.resize((photo.width * 2 // 3, photo.height * 2 // 3)))) == sku
+    # The same cut in another colour is another product.
+    recoloured = Image.merge("RGB", photo.split()[::-1])
+    assert finder.find(image_signature(recoloured)) is None
 
 
 def test_server_serves_the_shop_on_loopback_and_always_stops(tmp_path):

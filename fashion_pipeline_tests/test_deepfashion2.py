@@ -231,3 +231,12 @@ def test_yolo_subset_respects_the_per_class_cap() -> None:
     counts = selected.groupby("category").size().to_dict()
     # the skirt image is taken for its skirt even if shirts are full, and carries its shirt along
     assert counts["skirt"] == 1 and 5 <= counts["shirt"] <= 6
+
+
+def test_an_image_that_is_not_an_image_is_counted(tmp_path: Path) -> None:
+    _write(tmp_path, "train", "000001", {"source": "user", "pair_id": 1, "item1": _item(1, [1, 1, 9, 9])}, size=None)
+    (tmp_path / "train" / "image" / "000001.jpg").write_bytes(b"this is not a jpeg")
+    _write(tmp_path, "train", "000002", {"source": "shop", "pair_id": 1, "item1": _item(1, [1, 1, 9, 9])})
+    df, report = deepfashion2.read_deepfashion2(tmp_path)
+    assert df["image_id"].tolist() == ["000002"]
+    assert dict(report.skipped) == {"unreadable_image": 1}

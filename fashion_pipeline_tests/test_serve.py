@@ -224,6 +224,17 @@ def test_a_photo_without_garment_answers_200_with_an_empty_list_and_a_message(li
     assert response.json()["message"] == NO_GARMENT_MESSAGE
 
 
+def test_options_may_come_in_the_url_and_are_validated_alike(live_server):
+    url = f"{live_server.url}/api/recommend"
+    image = {"image": ("look.jpg", GOOD_JPEG, "image/jpeg")}
+    answer = httpx.post(url, params={"k": "2", "site": "other_shop"}, files=image).json()
+    products = [p for d in answer["detections"] for p in d["recommendations"]]
+    assert len(products) == 4 and {p["site"] for p in products} == {"other_shop"}
+    refused = httpx.post(url, params={"k": "500"}, files=image)
+    assert refused.status_code == 422 and "k must be from 1 to 100" in refused.json()["error"]
+    assert httpx.post(url, params={"colour": "red"}, files=image).status_code == 422
+
+
 def test_crops_are_returned_as_data_urls_when_asked(live_server):
     response = post_photo(live_server.url, GOOD_JPEG, crops="true", k=2)
     crops = [d["crop"] for d in response.json()["detections"]]

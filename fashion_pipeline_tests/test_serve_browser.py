@@ -2,40 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import httpx
 import pytest
 
+from fashion_pipeline.crawl.settings import CHROMIUM_ARGS
 from fashion_pipeline.lib.recommend import NO_GARMENT_MESSAGE
+from fashion_pipeline_tests.fixtures_catalog import require_chromium
 from fashion_pipeline_tests.fixtures_serving import TWO_GARMENTS, encode, garment_photo
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path(os.environ.get("FASHION_CHROMIUM", "/usr/bin/chromium"))
-# No sandbox/GPU in containers; nothing but 127.0.0.1 resolves, and no background traffic (STACK.md).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-    "--disable-background-networking",
-]
 
 
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
-    if not CHROMIUM.is_file():
-        pytest.fail(
-            f"no Chromium at {CHROMIUM}: `make test` installs Debian's chromium "
-            "(or set FASHION_CHROMIUM to a Chromium executable)"
-        )
+    executable = require_chromium()  # fails, never skips, when it is missing
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        # CHROMIUM_ARGS: no sandbox/GPU in containers, nothing but 127.0.0.1 resolves, no background traffic.
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
 

@@ -129,12 +129,13 @@ def create_app(recommender: Recommender, settings: ServeSettings | None = None) 
     @app.post("/api/recommend")
     async def recommend(request: Request) -> JSONResponse:
         upload = await read_upload(request, settings.max_upload_bytes)
-        unknown = sorted(set(upload.fields) - set(QUERY_FIELDS))
+        # The options may also come in the URL (?k=5&site=...), for scripts; form fields win.
+        fields = {**request.query_params, **upload.fields}
+        unknown = sorted(set(fields) - set(QUERY_FIELDS))
         if unknown:
             return _error(
                 422, f"unknown field(s) {', '.join(unknown)}: send {IMAGE_FIELD} and any of {', '.join(QUERY_FIELDS)}"
             )
-        fields = upload.fields
         try:
             query = recommender.make_query(
                 k=fields.get("k"),

@@ -71,9 +71,7 @@ class CatalogSpider(scrapy.Spider):
         self, response: Response, url: str, callback: Callable, meta: dict | None = None
     ) -> scrapy.Request:
         """A request for one product's page; if it fails, the product is dropped with the failure's reason."""
-        return response.follow(
-            url, callback, errback=self.page_failed, meta={**(meta or {}), PRODUCT_META: True}
-        )
+        return response.follow(url, callback, errback=self.page_failed, meta={**(meta or {}), PRODUCT_META: True})
 
     def page_failed(self, failure: Failure) -> None:
         reason = failure_reason(failure)

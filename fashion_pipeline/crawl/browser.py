@@ -17,7 +17,7 @@ def skip_heavy_resources(request: Any) -> bool:
 
 def browser_meta(*, wait_for: str | None = None, **meta: Any) -> dict[str, Any]:
     """Request meta that sends the request through Chromium, waiting for `wait_for` (a CSS selector)."""
-    methods = [PageMethod("wait_for_selector", wait_for)] if wait_for else [
-        PageMethod("wait_for_load_state", "networkidle")
-    ]
+    methods = (
+        [PageMethod("wait_for_selector", wait_for)] if wait_for else [PageMethod("wait_for_load_state", "networkidle")]
+    )
     return {**meta, "playwright": True, "playwright_page_methods": methods}

@@ -16,7 +16,7 @@ from scrapy.pipelines.media import FileException
 
 from fashion_pipeline.crawl.items import ProductItem
 from fashion_pipeline.crawl.report import IMAGES_FAILED, ProductDropped
-from fashion_pipeline.lib.catalog import canonical_url, image_fingerprint
+from fashion_pipeline.lib.catalog import DuplicateImageFinder, canonical_url, image_signature
 from fashion_pipeline.lib.categories import CATEGORIES
 from fashion_pipeline.lib.images import ImageError, load_image
 from fashion_pipeline.lib.prices import PriceError, parse_price, to_usd
@@ -150,14 +150,15 @@ def _image_failure_reason(failure: Any) -> str:
 
 
 class DuplicateImagePipeline:
-    """One product per photo: a second product showing the same image (re-encoded or not) is a duplicate."""
+    """One product per photo: a product showing the same picture as an earlier one (re-encoded or not) goes."""
 
     def __init__(self) -> None:
-        self.seen: dict[str, str] = {}
+        self.finder = DuplicateImageFinder()
 
     def process_item(self, item: ProductItem) -> ProductItem:
-        fingerprint = image_fingerprint(load_image(item.image_path))
-        if fingerprint in self.seen:
-            raise ProductDropped("duplicate image", f"{item.product_id} shows the photo of {self.seen[fingerprint]}")
-        self.seen[fingerprint] = item.product_id
+        signature = image_signature(load_image(item.image_path))
+        original = self.finder.find(signature)
+        if original is not None:
+            raise ProductDropped("duplicate image", f"{item.product_id} shows the photo of {original}")
+        self.finder.add(item.product_id, signature)
         return item

@@ -13,7 +13,14 @@ from typing import Any
 
 from scrapy import Request, signals
 from scrapy.crawler import Crawler
-from scrapy.exceptions import DropItem, IgnoreRequest, NotConfigured
+from scrapy.exceptions import (
+    CannotResolveHostError,
+    DownloadConnectionRefusedError,
+    DownloadTimeoutError,
+    DropItem,
+    IgnoreRequest,
+    NotConfigured,
+)
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError, TCPTimedOutError, TimeoutError
 from twisted.python.failure import Failure
@@ -44,11 +51,11 @@ def failure_reason(failure: Failure) -> str:
     """A short, countable reason for a failed request."""
     if failure.check(HttpError):
         return f"HTTP {failure.value.response.status}"
-    if failure.check(TimeoutError, TCPTimedOutError):
+    if failure.check(DownloadTimeoutError, TimeoutError, TCPTimedOutError):
         return "timeout"
     if failure.check(IgnoreRequest):
         return str(failure.value) or "ignored"
-    if failure.check(DNSLookupError, ConnectionRefusedError):
+    if failure.check(CannotResolveHostError, DownloadConnectionRefusedError, DNSLookupError, ConnectionRefusedError):
         return "connection failed"
     return type(failure.value).__name__
 

@@ -52,7 +52,11 @@ def run_spider(
     report_path, log_path = out_dir / CRAWL_REPORT_FILE, out_dir / CRAWL_LOG_FILE
     command = [sys.executable, "-m", "scrapy", "crawl", site.spider, "-a", f"site={site.name}"]
     command += ["-O", f"{out_dir / RAW_PRODUCTS_FILE}:jsonlines"]
-    for key, value in {"IMAGES_STORE": str(images_dir), "CATALOG_REPORT_PATH": str(report_path), **(settings or {})}.items():
+    for key, value in {
+        "IMAGES_STORE": str(images_dir),
+        "CATALOG_REPORT_PATH": str(report_path),
+        **(settings or {}),
+    }.items():
         command += ["-s", f"{key}={value}"]
     for key, value in (spider_args or {}).items():
         command += ["-a", f"{key}={value}"]
@@ -104,9 +108,7 @@ def crawl_site(
     failure_log = Path(raw_dir) / f"{site.name}.failed.log"
     with atomic_dir(Path(raw_dir) / site.name) as tmp:
         try:
-            report = run_spider(
-                site, tmp, images_dir, spider_args=spider_args, settings=settings, timeout_s=timeout_s
-            )
+            report = run_spider(site, tmp, images_dir, spider_args=spider_args, settings=settings, timeout_s=timeout_s)
             problem = crawl_problem(report)
             if problem:
                 raise CrawlFailed(f"{problem}; last log lines:\n{_log_tail(tmp / CRAWL_LOG_FILE)}")

@@ -16,9 +16,7 @@ SPIDER_MODULES = ["fashion_pipeline.crawl.spiders"]
 NEWSPIDER_MODULE = "fashion_pipeline.crawl.spiders"
 
 # Say who we are; shops may contact or block by it.
-USER_AGENT = os.environ.get(
-    "FASHION_CRAWL_USER_AGENT", "fashion-pipeline-catalog/0.1 (visual search research crawler)"
-)
+USER_AGENT = os.environ.get("FASHION_CRAWL_USER_AGENT", "fashion-pipeline-catalog/0.1 (visual search research crawler)")
 
 # --- politeness ------------------------------------------------------------------------------------------
 ROBOTSTXT_OBEY = True

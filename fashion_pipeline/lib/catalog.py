@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import numpy as np
 import pandas as pd
 import yaml
+from PIL import Image
 
 SITES_FILE = Path(__file__).resolve().parent.parent / "crawl" / "sites.yaml"
 
@@ -135,15 +137,56 @@ def canonical_url(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", urlencode(kept), ""))
 
 
-def image_fingerprint(image) -> str:  # image: PIL.Image.Image
-    """Perceptual hash of the shape plus a coarse colour hash.
+@dataclass(frozen=True)
+class ImageSignature:
+    """What identifies a photo through re-encoding and resizing: its pHash and an 8x8 colour thumbnail."""
 
-    pHash alone works on grey levels, so a red and a blue version of one garment photographed the same way
-    would collide; the colour hash keeps colour variants apart while re-encoded copies of one photo match.
-    """
+    phash: int  # 64-bit perceptual hash (imagehash.phash)
+    thumbnail: np.ndarray  # (8, 8, 3) float32, box-averaged RGB
+
+
+def image_signature(image: Image.Image) -> ImageSignature:
     import imagehash
 
-    return f"{imagehash.phash(image)}-{imagehash.colorhash(image, binbits=3)}"
+    bits = np.packbits(imagehash.phash(image).hash.ravel())
+    thumbnail = np.asarray(image.convert("RGB").resize((8, 8), Image.Resampling.BOX), dtype=np.float32)
+    return ImageSignature(phash=int.from_bytes(bits.tobytes(), "big"), thumbnail=thumbnail)
+
+
+class DuplicateImageFinder:
+    """Finds an earlier photo that is the same picture as a new one (re-encoded, resized or identical).
+
+    pHash alone is not enough for product shots: photos of similar garments on a plain background are
+    often a few bits apart, and pHash ignores colour, so a red and a blue variant of one cut would collide.
+    A candidate within `max_phash_distance` bits must also match the colour thumbnail within
+    `max_colour_difference` (mean absolute difference, 0-255). Measured on the generated demo shop's 528
+    crops: copies re-encoded at JPEG quality 60 or resized to 2/3 differ by at most 4 bits and 2.3;
+    distinct products differ by 7.6 or more in colour even where their pHashes are close.
+    """
+
+    def __init__(self, max_phash_distance: int = 8, max_colour_difference: float = 4.0) -> None:
+        self.max_phash_distance = max_phash_distance
+        self.max_colour_difference = max_colour_difference
+        self._keys: list[str] = []
+        self._hashes: list[int] = []
+        self._thumbnails: list[np.ndarray] = []
+
+    def find(self, signature: ImageSignature) -> str | None:
+        """The key of an earlier image showing the same photo, or None."""
+        if not self._hashes:
+            return None
+        hashes = np.array(self._hashes, dtype=np.uint64)
+        distances = np.bitwise_count(hashes ^ np.uint64(signature.phash))
+        for index in np.flatnonzero(distances <= self.max_phash_distance):
+            difference = float(np.abs(self._thumbnails[index] - signature.thumbnail).mean())
+            if difference <= self.max_colour_difference:
+                return self._keys[index]
+        return None
+
+    def add(self, key: str, signature: ImageSignature) -> None:
+        self._keys.append(key)
+        self._hashes.append(signature.phash)
+        self._thumbnails.append(signature.thumbnail)
 
 
 @dataclass

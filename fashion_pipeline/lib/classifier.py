@@ -38,6 +38,7 @@ PAD_COLOUR = (124, 116, 104)
 # Seconds to wait for the ImageNet weights download before failing (a network that drops packets hangs).
 DOWNLOAD_TIMEOUT_S = 60
 MANIFEST_COLUMNS = ("crop_path", "split", "category")
+BATCH_NORM_MOMENTUM = 0.9
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,14 @@ CACHE_BYTES = 4 * 1024**3
 
 
 def _batches(
-    keras: Any, paths: Sequence[str], labels: np.ndarray, size: int, batch_size: int, shuffle: bool, seed: int
+    keras: Any, paths: Sequence[str], labels: np.ndarray, size: int, batch_size: int, train: bool, seed: int
 ) -> Any:
-    """A Keras PyDataset of (images float32 0-255, labels); decoded crops cached in memory when they fit."""
+    """A Keras PyDataset of (images float32 0-255, labels, weights); decoded crops cached when they fit.
+
+    Every batch has the same shape, because a new shape makes TensorFlow retrace the step (10+ s on CPU):
+    training drops the incomplete last batch (the shuffle changes which crops miss out), evaluation pads
+    it with weight-0 copies so metrics stay exact.
+    """
 
     class CropBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
@@ -150,10 +156,12 @@ def _batches(
             fits = len(paths) * size * size * 3 <= CACHE_BYTES
             self.cache = np.zeros((len(paths), size, size, 3), np.uint8) if fits else None
             self.cached = np.zeros(len(paths), bool)
-            if shuffle:
+            if train:
                 self.rng.shuffle(self.order)
 
         def __len__(self) -> int:
+            if train:
+                return max(1, len(paths) // batch_size)
             return math.ceil(len(paths) / batch_size)
 
         def image(self, i: int) -> np.ndarray:
@@ -165,12 +173,17 @@ def _batches(
                 self.cached[i] = True
             return array
 
-        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             chosen = self.order[index * batch_size : (index + 1) * batch_size]
-            return np.stack([self.image(i) for i in chosen]).astype(np.float32), labels[chosen]
+            weights = np.ones(batch_size, np.float32)
+            if len(chosen) < batch_size:  # only the last evaluation batch, or a dataset under one batch
+                weights[len(chosen) :] = 0.0
+                chosen = np.resize(chosen, batch_size)
+            images = np.stack([self.image(i) for i in chosen]).astype(np.float32)
+            return images, labels[chosen], weights
 
         def on_epoch_end(self) -> None:
-            if shuffle:
+            if train:
                 self.rng.shuffle(self.order)
 
     return CropBatches()
@@ -191,6 +204,11 @@ def build_model(settings: ClassifierSettings, n_classes: int = len(CATEGORIES)) 
     )
     weights = None if settings.pretrained == "none" else settings.pretrained
     backbone = _load_backbone(constructor, weights, size)
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            # MobileNetV3 ships momentum 0.999: its moving statistics need thousands of steps to settle, so
+            # a short run evaluates with stale statistics and predicts one class. 0.9 settles in tens.
+            layer.momentum = BATCH_NORM_MOMENTUM
     inputs = keras.Input((size, size, 3), name="image")
     x = inputs
     if settings.augment:
@@ -267,7 +285,7 @@ def train_classifier(
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
+        weighted_metrics=["accuracy"],  # weighted: padding in the last validation batch counts 0
         # XLA compilation of MobileNetV3 costs tens of seconds on CPU, more than it saves on a short run.
         jit_compile=False,
     )
@@ -276,12 +294,12 @@ def train_classifier(
     )
     callbacks = [early_stopping]
     if on_epoch_end is not None:
-        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch_end(logs, e)))
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch_end(logs, e + 1)))
     fit = model.fit(train_data, validation_data=validation_data, epochs=settings.epochs, callbacks=callbacks, verbose=2)
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     best_epoch = int(np.argmax(history["val_accuracy"])) + 1
 
-    probabilities = model.predict(validation_data, verbose=0)
+    probabilities = model.predict(validation_data, verbose=0)[: len(validation_labels)]  # drop padding
     metrics, confusion = classification_metrics(validation_labels, probabilities.argmax(axis=1))
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save(model_dir / MODEL_FILE)

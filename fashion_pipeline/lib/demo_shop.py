@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,9 @@ PRODUCTS_PER_PAGE = 48
 JS_CATEGORY = "dress"  # listed client-side; falls back to the first category with products
 CROP_MAX_SIDE = 320
 ROBOTS_TXT = "User-agent: *\nDisallow: /cart/\n"
+# Where users open the demo shop's pages: the crawl serves it on a throwaway port, so the catalog records
+# links under this stable address instead (the web app can mount DataPaths.demo_shop_dir there).
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000/demo-shop"
 
 _COLOURS: dict[str, tuple[int, int, int]] = {
     "Black": (25, 25, 25),
@@ -128,23 +132,21 @@ def _crop(image: Image.Image, row: pd.Series) -> Image.Image:
         min(width, int(x2 + margin_x) + 1),
         min(height, int(y2 + margin_y) + 1),
     )
-    if box[2] - box[0] < 2 or box[3] - box[1] < 2:
-        crop = image
-    else:
-        crop = image.crop(box)
+    crop = image if box[2] - box[0] < 2 or box[3] - box[1] < 2 else image.crop(box)
     crop.thumbnail((CROP_MAX_SIDE, CROP_MAX_SIDE))
     return crop
 
 
-def _price(sku: str, category: str, seed: int, index: int) -> tuple[float, str, str]:
-    rng = random.Random(f"{seed}:{sku}")
-    if index % 2 == 0:
+def _price(sku: str, category: str, seed: int) -> tuple[float, str, str]:
+    """A price fixed by the sku (so rebuilding the shop without one product changes no other price)."""
+    rng = random.Random(f"{seed}:{sku}:price")
+    if rng.random() < 0.5:
         # Outerwear reaches four figures, so USD prices show thousands separators too.
         top = 1899 if category == "outwear" else 249
         amount = float(rng.randrange(19, top)) + 0.99 * (rng.random() < 0.5)
         return amount, "USD", format_price(amount, "USD")
     amount = float(rng.randrange(5, 250) * 100 - 1)
-    return amount, "INR", format_price(amount, "INR", style=index // 2)
+    return amount, "INR", format_price(amount, "INR", style=rng.randrange(4))
 
 
 def _assign_faults(skus: list[str], protected: set[str]) -> dict[str, str]:
@@ -184,7 +186,7 @@ def build_demo_shop(
     with atomic_dir(out_dir) as root:
         (root / "img").mkdir()
         products: list[DemoProduct] = []
-        for index, row in enumerate(chosen.itertuples(index=False)):
+        for row in chosen.itertuples(index=False):
             row_series = pd.Series(row._asdict())
             image_path = Path(row.image_path)
             if not image_path.is_absolute() and image_root is not None:
@@ -196,7 +198,7 @@ def build_demo_shop(
             )
             texture = random.Random(f"{seed}:{row.sku}:texture").choice(_TEXTURES)
             name = f"{_colour_name(crop)} {texture} {DF2_CATEGORY_NAMES[int(row.category_id)].title()}"
-            amount, currency, text = _price(row.sku, category, seed, index)
+            amount, currency, text = _price(row.sku, category, seed)
             fault = faults.get(row.sku)
             if fault == "no_price":
                 amount, currency, text = None, None, None
@@ -381,9 +383,13 @@ def _write_site(root: Path, products: list[DemoProduct], per_page: int) -> str:
 class QuietHandler(SimpleHTTPRequestHandler):
     """Static files without a log line per request (a crawl makes thousands)."""
 
-    extensions_map = {**SimpleHTTPRequestHandler.extensions_map, ".js": "text/javascript", ".json": "application/json"}
+    extensions_map: ClassVar[dict[str, str]] = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        ".js": "text/javascript",
+        ".json": "application/json",
+    }
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the stdlib's signature)
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -416,10 +422,14 @@ def make_stand_in_items(root: Path, n_products: int, seed: int = 0, image_size: 
     rng = np.random.default_rng(seed)
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    category_ids = sorted(DF2_CATEGORY_NAMES)
+    # Spread over the catalog categories evenly (and over each one's DeepFashion2 categories).
+    ids_by_category = {
+        c: [i for i in sorted(DF2_CATEGORY_NAMES) if CATEGORY_MAP.to_category[i] == c] for c in CATEGORIES
+    }
     rows = []
     for index in range(n_products):
-        category_id = category_ids[index % len(category_ids)]
+        ids = ids_by_category[CATEGORIES[index % len(CATEGORIES)]]
+        category_id = ids[(index // len(CATEGORIES)) % len(ids)]
         image = Image.new("RGB", (image_size, image_size), tuple(int(v) for v in rng.integers(0, 256, 3)))
         draw = ImageDraw.Draw(image)
         for _ in range(4):

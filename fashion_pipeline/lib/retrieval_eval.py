@@ -105,12 +105,16 @@ def chance_topk(
             counts[k] = counts.get(k, 0) + 1
     result = {}
     for k in ks:
+        miss_by_matches: dict[int, float] = {}  # P(no match in the first k) depends only on the match count
         probabilities = []
         for key in query_keys:
             matches = counts.get(key, 0)
-            # P(no match in k draws without replacement) = C(size - matches, k) / C(size, k)
-            miss = math.comb(size - matches, k) / math.comb(size, k) if size >= k else float(matches == 0)
-            probabilities.append(1.0 - miss)
+            if matches not in miss_by_matches:
+                # Drawing k of `size` without replacement: C(size - matches, k) / C(size, k) draws miss.
+                miss_by_matches[matches] = (
+                    math.comb(size - matches, k) / math.comb(size, k) if size >= k else float(matches == 0)
+                )
+            probabilities.append(1.0 - miss_by_matches[matches])
         result[f"top{k}"] = float(np.mean(probabilities)) if probabilities else 0.0
     return result
 
@@ -415,6 +419,10 @@ def _exact_product(
             key, category = target_detected.get(row, (None, None))
             found = _search_category(indexes, category, batcher.vectors[key], k) if key is not None else []
             det_first.append(found.index(target.product_id) if target.product_id in found else math.inf)
+    # A random ranking of the target's category finds its one product in the first k with P = k / size.
+    sizes = [len(indexes[c]) if c in indexes else 0 for c in targets["category"]]
+    for k_ in EXACT_PRODUCT_KS:
+        report.chance[f"exact_gt_top{k_}"] = float(np.mean([min(k_, n) / n if n else 0.0 for n in sizes]))
     for k_ in EXACT_PRODUCT_KS:
         report.metrics[f"exact_gt_top{k_}"] = float(np.mean(np.asarray(gt_first) < k_)) if gt_first else 0.0
         if detector is not None:

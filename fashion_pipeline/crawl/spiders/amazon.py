@@ -31,7 +31,7 @@ PRICE = (
     "span.s-price::text",
     "span.a-color-price::text",
 )
-NEXT_PAGE = ("a.s-pagination-next::attr(href)", "a#pagnNextLink::attr(href)")
+NEXT_PAGE = ("a.s-pagination-next::attr(href)", "ul.a-pagination li.a-last a::attr(href)", "a#pagnNextLink::attr(href)")
 
 
 def first(selector: Selector, queries: tuple[str, ...]) -> str | None:

@@ -49,9 +49,7 @@ class DarveysSpider(CatalogSpider):
         for card in response.css(CARD):
             self.listed()
             link = card.css(".product-details p a")
-            images = [
-                card.css(f"img::attr({attribute})").get() for attribute in ("data-src", "data-original", "src")
-            ]
+            images = [card.css(f"img::attr({attribute})").get() for attribute in ("data-src", "data-original", "src")]
             image = next((i for i in images if i and PLACEHOLDER_IMAGE not in i), None)
             # The sale price when there is one, else the only price shown.
             price = " ".join(t.strip() for t in card.css(".special-price ::text").getall()).strip()

@@ -2,32 +2,37 @@
 
 Home -> category listings (paginated; one rendered client-side, fetched through Chromium) -> product pages.
 Run: `scrapy crawl demo_shop -a base_url=http://127.0.0.1:PORT` (the catalog_raw asset does this).
+The shop lives on that port only during the crawl, so product and image links are recorded under the
+stable `public_url` (`FASHION_DEMO_SHOP_URL`, default lib.demo_shop.DEFAULT_PUBLIC_URL); images are still
+downloaded from the live server.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import scrapy
 from scrapy.http import Response
 
 from fashion_pipeline.crawl.base import CatalogSpider
-from fashion_pipeline.crawl.report import DROPPED
 from fashion_pipeline.crawl.browser import browser_meta
+from fashion_pipeline.crawl.report import DROPPED
+from fashion_pipeline.lib.demo_shop import DEFAULT_PUBLIC_URL
 
 
 class DemoShopSpider(CatalogSpider):
     name = "demo_shop"
     # Our own loopback server: no need to throttle, and the crawl should take seconds.
-    custom_settings = {
+    custom_settings: ClassVar[dict[str, Any]] = {
         "AUTOTHROTTLE_ENABLED": False,
         "DOWNLOAD_DELAY": 0,
         "CONCURRENT_REQUESTS": 32,
         "CONCURRENT_REQUESTS_PER_DOMAIN": 32,
     }
 
-    def __init__(self, *args: Any, base_url: str = "", **kwargs: Any) -> None:
+    def __init__(self, *args: Any, base_url: str = "", public_url: str = "", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not base_url:
             raise ValueError(
@@ -35,6 +40,11 @@ class DemoShopSpider(CatalogSpider):
                 "(lib.demo_shop.serve_directory; the catalog_raw asset does it for you)"
             )
         self.base_url = base_url.rstrip("/")
+        self.public_url = (public_url or os.environ.get("FASHION_DEMO_SHOP_URL") or DEFAULT_PUBLIC_URL).rstrip("/")
+
+    def public(self, url: str) -> str:
+        """The link users get for a page of the shop served at `base_url` during the crawl."""
+        return self.public_url + url[len(self.base_url) :] if url.startswith(self.base_url) else url
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         yield scrapy.Request(f"{self.base_url}/index.html", self.parse, errback=self.page_failed)
@@ -63,18 +73,22 @@ class DemoShopSpider(CatalogSpider):
             yield self.product_request(response, href, self.parse_product, meta={"category": category})
         next_page = response.css("a[rel=next]::attr(href)").get()
         if next_page:
-            meta = browser_meta(wait_for="body[data-rendered]", category=category) if response.meta.get(
-                "playwright"
-            ) else {"category": category}
+            meta = (
+                browser_meta(wait_for="body[data-rendered]", category=category)
+                if response.meta.get("playwright")
+                else {"category": category}
+            )
             yield response.follow(next_page, self.parse_listing, errback=self.page_failed, meta=meta)
 
     def parse_product(self, response: Response) -> Any:
         image = response.css("img.product-image::attr(src)").get()
+        image_url = response.urljoin(image) if image else None
         yield self.product(
             sku=response.css('meta[itemprop="sku"]::attr(content)').get() or "",
             name=response.css("h1::text").get(),
-            url=response.url,
-            image_url=response.urljoin(image) if image else None,
+            url=self.public(response.url),
+            image_url=self.public(image_url) if image_url else None,
+            image_urls=[image_url] if image_url else [],
             category=response.css("a.category::attr(data-category)").get() or response.meta.get("category"),
             price_text=response.css('[itemprop="price"]::text').get(),
         )

@@ -57,11 +57,16 @@ def catalog_raw(
             shop = ensure_demo_shop(data.garment_items, data.demo_shop_dir, image_root=data.df2_root)
             with serve_directory(shop.root) as base_url:
                 report = crawl_site(
-                    site, data.catalog_raw_dir, images_dir, spider_args={**spider_args, "base_url": base_url},
+                    site,
+                    data.catalog_raw_dir,
+                    images_dir,
+                    spider_args={**spider_args, "base_url": base_url},
                     timeout_s=config.timeout_s,
                 )
         else:
-            report = crawl_site(site, data.catalog_raw_dir, images_dir, spider_args=spider_args, timeout_s=config.timeout_s)
+            report = crawl_site(
+                site, data.catalog_raw_dir, images_dir, spider_args=spider_args, timeout_s=config.timeout_s
+            )
     except CrawlFailed as exc:
         raise dg.Failure(description=str(exc)) from exc
     context.log.info(f"{site.name}: listed {report.listed}, scraped {report.scraped}, dropped {report.dropped}")
@@ -144,7 +149,9 @@ def product_catalog(context: dg.AssetExecutionContext, paths: DataPathsResource)
     previous = pd.read_parquet(data.products) if data.products.is_file() else None
     # Blocking problems raise before writing: the last good catalog stays in place.
     try:
-        catalog, changes = merge_catalog(pd.concat([read_raw_products(p) for p in crawled], ignore_index=True), previous)
+        catalog, changes = merge_catalog(
+            pd.concat([read_raw_products(p) for p in crawled], ignore_index=True), previous
+        )
     except ValueError as exc:  # repeated product ids
         raise dg.Failure(f"catalog not written: {exc}") from exc
     unpriced = catalog.loc[catalog["price"].notna() & catalog["price_usd"].isna(), "product_id"]
@@ -153,8 +160,12 @@ def product_catalog(context: dg.AssetExecutionContext, paths: DataPathsResource)
     write_parquet(catalog, data.products)
     missing = missing_image_files(catalog["image_path"])
     by_site = catalog.groupby("site").agg(products=("product_id", "size"), last_seen=("last_seen", "max"))
-    by_site_rows = "\n".join(f"| {site} | {row.products} | {row.last_seen:%Y-%m-%d %H:%M} |" for site, row in by_site.iterrows())
-    context.log.info(f"catalog: {len(catalog)} products; new {len(changes.new)}, changed {len(changes.changed)}, gone {len(changes.gone)}")
+    by_site_rows = "\n".join(
+        f"| {site} | {row.products} | {row.last_seen:%Y-%m-%d %H:%M} |" for site, row in by_site.iterrows()
+    )
+    context.log.info(
+        f"catalog: {len(catalog)} products; new {len(changes.new)}, changed {len(changes.changed)}, gone {len(changes.gone)}"
+    )
     return dg.MaterializeResult(
         metadata={
             "products": len(catalog),
@@ -174,4 +185,3 @@ def product_catalog(context: dg.AssetExecutionContext, paths: DataPathsResource)
             ),
         ],
     )
-

@@ -8,13 +8,15 @@ evaluates those conditions; it is declared here with `default_status=RUNNING` be
 default automation sensor starts stopped, and a schedule whose follow-up never runs would not refresh anything.
 """
 
-
+import logging
 import os
 
 import dagster as dg
 
 from fashion_pipeline.defs.catalog.assets import catalog_images, catalog_raw, site_partitions
 from fashion_pipeline.lib.catalog import load_sites
+
+logger = logging.getLogger(__name__)
 
 # When the daily recrawl runs (cron, in FASHION_RECRAWL_TIMEZONE); default 03:00.
 RECRAWL_CRON = os.environ.get("FASHION_RECRAWL_CRON", "0 3 * * *")
@@ -52,11 +54,23 @@ catalog_automation = dg.AutomationConditionSensorDefinition(
 )
 
 
+def _reason(step_failure: dg.DagsterEvent) -> str:
+    error = step_failure.step_failure_data.error
+    if error is None:
+        return "unknown error"
+    # "dagster._core.definitions.events.Failure: <text>" -> "<text>"
+    prefix, _, text = error.message.partition(": ")
+    return (text if prefix.endswith(error.cls_name) else error.message).strip()
+
+
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
 def report_failed_runs(context: dg.RunFailureSensorContext) -> None:
-    """Log every failed run (which job, which partition, why) in this sensor's log and the daemon's output."""
+    """Log every failed run (job, partition, failed steps and why) in this sensor's log and the daemon output."""
     run = context.dagster_run
     partition = run.tags.get("dagster/partition")
-    where = f"{run.job_name}" + (f" [{partition}]" if partition else "")
-    message = context.failure_event.message or "no message"
-    context.log.error(f"run {run.run_id} of {where} failed: {message}")
+    where = run.job_name + (f" [{partition}]" if partition else "")
+    reasons = [f"{event.step_key}: {_reason(event)}" for event in context.get_step_failure_events()]
+    message = f"run {run.run_id} of {where} failed: " + ("; ".join(reasons) or context.failure_event.message or "")
+    # The sensor's log is shown with its ticks in the UI; the module logger prints where `dagster dev` runs.
+    context.log.error(message)
+    logger.error(message)

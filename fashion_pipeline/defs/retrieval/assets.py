@@ -258,7 +258,7 @@ def _metrics_md(report: retrieval_eval.RetrievalReport) -> str:
             rows.append(
                 f"| {name} | {boxes} | " + " | ".join(cells) + f" | {'' if chance is None else f'{chance:.3f}'} |"
             )
-    header = "| task | boxes | top-1 | top-5 | top-10 | top-20 | chance at max k |\n|---|---|---|---|---|---|---|"
+    header = "| task | boxes | top-1 | top-5 | top-10 | top-20 | random ranking at the last k |\n|---|---|---|---|---|---|---|"
     return header + "\n" + "\n".join(rows)
 
 
@@ -319,7 +319,13 @@ def retrieval_evaluation(
         import mlflow as mlflow_lib
 
         mlflow_lib.log_params(params)
-        mlflow_lib.log_metrics({**report.metrics, **{f"count_{k}": float(v) for k, v in report.counts.items()}})
+        mlflow_lib.log_metrics(
+            {
+                **report.metrics,
+                **{f"chance_{name}": value for name, value in report.chance.items()},
+                **{f"count_{name}": float(value) for name, value in report.counts.items()},
+            }
+        )
         mlflow_lib.log_dict(result, EVALUATION_FILE)
         run_url = target.run_url(run.info.experiment_id, run.info.run_id)
 

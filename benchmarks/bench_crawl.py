@@ -1,0 +1,129 @@
+"""Crawl speed: the Scrapy path against a browser-for-every-page baseline, on one generated demo shop.
+
+The shop has `--products` products (listing pages, product pages, images; one category listed by
+JavaScript), served on 127.0.0.1. Both crawlers fetch listings, product pages and images:
+
+- scrapy: the catalog's own crawl (`crawl_site`: subprocess, pipelines, ImagesPipeline, Chromium only for
+  the JavaScript listing), timed end to end including process start.
+- baseline: what the original crawler did with Selenium, here with Playwright's sync API driving the same
+  Chromium: every listing and product page loaded in the browser one after another, images fetched one by
+  one. It is sequential, so its rate is steady; `--baseline-products` caps how many products it visits and
+  its wall time for the whole shop is extrapolated from that rate (reported as such).
+
+Usage: .venv/bin/python benchmarks/bench_crawl.py [--products 2000] [--baseline-products 300] [--out f.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from parsel import Selector
+
+from fashion_pipeline.crawl.runner import crawl_site
+from fashion_pipeline.crawl.settings import CHROMIUM_ARGS, chromium_executable
+from fashion_pipeline.lib.catalog import RAW_PRODUCTS_FILE, load_sites, read_raw_products
+from fashion_pipeline.lib.demo_shop import build_demo_shop, make_stand_in_items, serve_directory
+
+
+def crawl_with_scrapy(shop_root: Path, work: Path) -> dict:
+    with serve_directory(shop_root) as base_url:
+        start = time.perf_counter()
+        report = crawl_site(load_sites()["demo_shop"], work / "raw", work / "images", spider_args={"base_url": base_url})
+        wall = time.perf_counter() - start
+    rows = len(read_raw_products(work / "raw" / "demo_shop" / RAW_PRODUCTS_FILE))
+    return {
+        "wall_s": round(wall, 2),
+        "items": report.scraped,
+        "items_per_s": round(report.scraped / wall, 1),
+        "listed": report.listed,
+        "dropped": report.dropped,
+        "accounted": report.accounted and rows == report.scraped,
+    }
+
+
+def crawl_with_browser(shop_root: Path, work: Path, max_products: int) -> dict:
+    """Every page through the browser, one at a time, as the original Selenium crawler did."""
+    from playwright.sync_api import sync_playwright
+
+    images = work / "baseline-images"
+    images.mkdir(parents=True, exist_ok=True)
+    items = 0
+    with serve_directory(shop_root) as base_url, sync_playwright() as playwright:
+        start = time.perf_counter()
+        executable = chromium_executable()
+        browser = playwright.chromium.launch(
+            args=CHROMIUM_ARGS, **({"executable_path": executable} if executable else {})
+        )
+        page = browser.new_page()
+        page.goto(f"{base_url}/index.html")
+        categories = Selector(text=page.content()).css("nav a.category-link::attr(href)").getall()
+        for listing in categories:
+            url = f"{base_url}{listing}"
+            while url and items < max_products:
+                page.goto(url)
+                if page.query_selector("[data-client-rendered]"):
+                    page.wait_for_selector("body[data-rendered]")
+                listing_page = Selector(text=page.content())
+                for href in listing_page.css(".product-card a.product-link::attr(href)").getall():
+                    if items >= max_products:
+                        break
+                    page.goto(f"{base_url}{href}")
+                    product = Selector(text=page.content())
+                    name = product.css("h1::text").get()
+                    product.css('[itemprop="price"]::text').get()
+                    image = product.css("img.product-image::attr(src)").get()
+                    try:
+                        with urllib.request.urlopen(f"{base_url}{image}", timeout=10) as response:
+                            (images / f"{items}.jpg").write_bytes(response.read())
+                    except OSError:
+                        continue  # the dead image link
+                    items += bool(name)
+                next_page = listing_page.css("a[rel=next]::attr(href)").get()
+                url = f"{base_url}{next_page}" if next_page else None
+        browser.close()
+        wall = time.perf_counter() - start
+    return {"wall_s": round(wall, 2), "items": items, "items_per_s": round(items / wall, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--products", type=int, default=2000)
+    parser.add_argument("--baseline-products", type=int, default=300, help="products the baseline visits")
+    parser.add_argument("--image-size", type=int, default=256, help="side of the generated product photos")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here too")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-crawl-") as tmp:
+        work = Path(tmp)
+        start = time.perf_counter()
+        items = make_stand_in_items(work / "photos", args.products, image_size=args.image_size)
+        shop = build_demo_shop(items, work / "shop")
+        print(f"shop: {len(shop.products)} products, {shop.pages} pages, built in {time.perf_counter() - start:.1f} s")
+        scrapy_figures = crawl_with_scrapy(shop.root, work)
+        print(f"scrapy:   {scrapy_figures}")
+        baseline = crawl_with_browser(shop.root, work, min(args.baseline_products, args.products))
+        baseline["extrapolated_wall_s_for_all"] = round(len(shop.expected_in_catalog) / baseline["items_per_s"], 1)
+        print(f"baseline: {baseline}")
+
+    ratio = scrapy_figures["items_per_s"] / baseline["items_per_s"]
+    figures = {
+        "products": args.products,
+        "scrapy": scrapy_figures,
+        "browser_baseline": baseline,
+        "speedup_items_per_s": round(ratio, 1),
+        "goal_met": ratio >= 5 and scrapy_figures["accounted"] and scrapy_figures["listed"] == args.products + 1,
+    }
+    print(json.dumps(figures, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2))
+    return 0 if figures["goal_met"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

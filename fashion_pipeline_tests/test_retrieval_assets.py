@@ -1,0 +1,160 @@
+"""The retrieval assets materialized in-process on a tiny world, with fake models of the real interfaces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import numpy as np
+import pytest
+from PIL import Image
+
+from fashion_pipeline.defs.resources import DataPathsResource, MlflowResource
+from fashion_pipeline.defs.retrieval import assets
+from fashion_pipeline.lib import embeddings, knn
+from fashion_pipeline_tests.fixtures_retrieval import HistogramEmbedder, RetrievalWorld
+
+RETRIEVAL_ASSETS = [assets.catalog_embeddings, assets.knn_index, assets.retrieval_evaluation]
+
+
+@pytest.fixture
+def fake_models(retrieval_world: RetrievalWorld, monkeypatch) -> dict:
+    """Each asset run loads a fresh HistogramEmbedder (as load_embedder would) and the world's detector."""
+    loaded: dict = {"embedders": [], "version": 1}
+
+    def load_embedder(model_dir: Path) -> HistogramEmbedder:
+        assert model_dir == retrieval_world.paths.classifier_dir
+        embedder = HistogramEmbedder(version=loaded["version"])
+        loaded["embedders"].append(embedder)
+        return embedder
+
+    monkeypatch.setattr(assets, "_load_embedder", load_embedder)
+    monkeypatch.setattr(assets, "_load_detector", lambda model_dir: retrieval_world.detector())
+    return loaded
+
+
+def _materialize(world: RetrievalWorld, selection, tmp_path: Path) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        selection,
+        resources={
+            "paths": DataPathsResource(data_dir=str(world.paths.root), df2_root=""),
+            "mlflow": MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"),
+        },
+        raise_on_error=True,
+    )
+
+
+def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_the_retrieval_stage_end_to_end(retrieval_world: RetrievalWorld, fake_models: dict, tmp_path: Path) -> None:
+    result = _materialize(retrieval_world, RETRIEVAL_ASSETS, tmp_path)
+
+    assert result.success
+    checks = _checks(result)
+    assert {name: c.passed for name, c in checks.items()} == {
+        "one_row_per_product": True,
+        "dimension_matches_model": True,
+        "finite_unit_vectors": True,
+        "all_images_embedded": False,  # the product whose image never downloaded: a warning, not a block
+        "index_matches_catalog_and_model": True,
+        "retrieval_quality": True,  # c2s top-20 (detected) 5/6 >= 0.3, exact top-10 (detected) 0.8 >= 0.5
+    }
+    assert checks["all_images_embedded"].severity == dg.AssetCheckSeverity.WARN
+    assert "other_shop:dead" in str(checks["all_images_embedded"].metadata["failed"].value)
+
+    embedded = _metadata(result, "catalog_embeddings")
+    assert (embedded["rows"], embedded["embedded_now"], embedded["failed_images"]) == (9, 9, 1)
+
+    indexes = knn.load_indexes(retrieval_world.paths.index_dir)
+    assert {c: len(i) for c, i in indexes.items()} == {"dress": 2, "shirt": 3, "short": 2, "skirt": 2}
+    assert {i.manifest.model_version for i in indexes.values()} == {1}
+
+    evaluation = _metadata(result, "retrieval_evaluation")
+    assert evaluation["c2s_detected_top20"] == pytest.approx(5 / 6, abs=1e-4)
+    saved = json.loads((retrieval_world.paths.evaluation_dir / "retrieval.json").read_text())
+    assert saved["metrics"]["exact_detected_top10"] == pytest.approx(0.8)
+    assert saved["metrics"]["c2s_gt_top1"] == 1.0
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    [run] = mlflow.search_runs(experiment_names=["fashion-pipeline"], output_format="list")
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["exact_detected_top1"] == pytest.approx(0.8)
+    assert run.info.run_id in evaluation["mlflow_run"]
+
+
+def test_rematerializing_embeds_only_the_changed_product(
+    retrieval_world: RetrievalWorld, fake_models: dict, tmp_path: Path
+) -> None:
+    _materialize(retrieval_world, [assets.catalog_embeddings], tmp_path)
+    changed = retrieval_world.products.iloc[0]
+    Image.new("RGB", (64, 96), (40, 200, 40)).save(changed["image_path"])
+
+    result = _materialize(retrieval_world, [assets.catalog_embeddings], tmp_path)
+
+    metadata = _metadata(result, "catalog_embeddings")
+    assert (metadata["embedded_now"], metadata["reused"]) == (1, 8)
+    assert fake_models["embedders"][-1].embedded == 1
+    table = embeddings.read_embeddings(retrieval_world.paths.embeddings)
+    assert table.attrs["failed"] == {"other_shop:dead": "no image file (download failed or no image URL)"}
+
+
+def test_index_check_fails_when_the_champion_moved_on(
+    retrieval_world: RetrievalWorld, fake_models: dict, tmp_path: Path
+) -> None:
+    _materialize(retrieval_world, [assets.catalog_embeddings], tmp_path)
+    metadata_file = retrieval_world.paths.classifier_dir / "metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    metadata_file.write_text(json.dumps({**metadata, "registered_version": 2}))
+
+    result = dg.materialize(
+        [assets.knn_index],
+        resources={"paths": DataPathsResource(data_dir=str(retrieval_world.paths.root), df2_root="")},
+        raise_on_error=False,
+    )
+
+    check = _checks(result)["index_matches_catalog_and_model"]
+    assert not check.passed
+    assert "the champion is version 2: rematerialize catalog_embeddings" in check.description
+
+
+def test_evaluation_refuses_indexes_of_another_model_version(
+    retrieval_world: RetrievalWorld, fake_models: dict, tmp_path: Path
+) -> None:
+    _materialize(retrieval_world, [assets.catalog_embeddings, assets.knn_index], tmp_path)
+    fake_models["version"] = 2
+
+    with pytest.raises(ValueError, match="rematerialize catalog_embeddings and knn_index"):
+        _materialize(retrieval_world, [assets.retrieval_evaluation], tmp_path)
+
+
+def test_real_classifier_embeds_the_catalog(retrieval_world: RetrievalWorld, tmp_path: Path) -> None:
+    """The real `load_embedder` on a small untrained MobileNetV3Small (no weights download) at 32 px."""
+    from fashion_pipeline.lib import classifier
+
+    settings = classifier.settings_for("demo", input_size=32)
+    model = classifier.build_model(settings)
+    model_dir = retrieval_world.paths.classifier_dir
+    model.save(model_dir / classifier.MODEL_FILE)
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    metadata.update(input_size=32, embedding_dim=576, model_file=classifier.MODEL_FILE)
+    (model_dir / "metadata.json").write_text(json.dumps(metadata))
+
+    result = _materialize(retrieval_world, [assets.catalog_embeddings, assets.knn_index], tmp_path)
+
+    checks = _checks(result)
+    assert all(
+        checks[name].passed for name in ("one_row_per_product", "dimension_matches_model", "finite_unit_vectors")
+    )
+    assert checks["index_matches_catalog_and_model"].passed
+    matrix = embeddings.embedding_matrix(embeddings.read_embeddings(retrieval_world.paths.embeddings))
+    assert matrix.shape == (9, 576)
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
