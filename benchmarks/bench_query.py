@@ -2,7 +2,8 @@
 
 Ours: `lib.recommend.Recommender.recommend_bytes` as the app runs it: the ONNX detector (onnxruntime, one
 thread), the Keras embedding model once per photo on all crops (`predict_on_batch`), and the catalog's
-k-NN index (`knn.build_index(backend="auto")`, loaded with `knn.load_index`, as knn_index writes it).
+k-NN index (`knn.build_index(backend="auto")`, loaded with `knn.load_index`, as knn_index writes it),
+with one BLAS thread as `fashion-pipeline serve` sets it.
 
 Baseline, in the same process and run: the original project's way: Ultralytics `YOLO.predict` (PyTorch),
 then Keras `model.predict` once per crop, then a scikit-learn brute-force `NearestNeighbors` freshly
@@ -45,6 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pandas as pd
 import yaml
+from threadpoolctl import threadpool_limits
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -267,8 +269,9 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--backend", default="auto", choices=("auto", *knn.BACKENDS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "query.json")
+    parser.add_argument("--out", type=Path, default=None, help="default: results/query_<profile>.json")
     args = parser.parse_args()
+    args.out = args.out or Path(__file__).resolve().parent / "results" / f"query_{args.profile}.json"
 
     load_at_start = os.getloadavg()[0]  # other work on the machine inflates every figure: it is recorded
     photos = [p.read_bytes() for p in sorted(PHOTOS.iterdir())]
@@ -313,7 +316,8 @@ def main() -> int:
                 {CATEGORY: knn.load_index(index_dir)},
                 products,
             )
-            ours = time_ours(recommender, photos, args.queries, args.k)
+            with threadpool_limits(limits=1, user_api="blas"):  # as `fashion-pipeline serve` sets it
+                ours = time_ours(recommender, photos, args.queries, args.k)
             print(
                 f"  ours ({manifest.backend}): p50 {ours['p50_ms']:.1f} ms, p95 {ours['p95_ms']:.1f} ms, "
                 f"stages p50 {ours['stages_p50_ms']}",

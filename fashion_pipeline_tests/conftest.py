@@ -34,6 +34,8 @@ os.environ.pop("FASHION_DF2_ROOT", None)
 
 pytest_plugins = [
     "fashion_pipeline_tests.fixtures_deepfashion2",
+    "fashion_pipeline_tests.fixtures_training",
+    "fashion_pipeline_tests.fixtures_retrieval",
 ]
 
 SHARED_REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"

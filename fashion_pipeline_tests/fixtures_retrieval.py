@@ -274,6 +274,25 @@ def _product(site: str, sku: str, category: str, image_path: Path | None, price:
     }
 
 
+def demo_shop_catalog(items: pd.DataFrame, paths: DataPaths) -> pd.DataFrame:
+    """products.parquet of one demo-shop product per validation shop item (its crop as the product photo)."""
+    from fashion_pipeline.lib.images import load_image
+    from fashion_pipeline.lib.retrieval_eval import crop_item, demo_shop_sku
+
+    shop = items[(items["split"] == "validation") & (items["source"] == "shop") & (items["style"] > 0)]
+    rows = []
+    for item in shop.drop_duplicates(["pair_id", "style", "category_id"]).itertuples(index=False):
+        sku = demo_shop_sku(item.pair_id, item.style, item.category_id)
+        path = paths.catalog_images_dir / "demo_shop" / f"{sku}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        crop_item(load_image(item.image_path), (item.x1, item.y1, item.x2, item.y2)).save(path)
+        rows.append(_product("demo_shop", sku, item.category, path, 30.0))
+    products = pd.DataFrame(rows)
+    paths.products.parent.mkdir(parents=True, exist_ok=True)
+    products.to_parquet(paths.products, index=False)
+    return products
+
+
 @pytest.fixture
 def retrieval_world(tmp_path: Path) -> RetrievalWorld:
     """A tiny validation split, catalog and champion metadata under a fresh data root (see module doc)."""

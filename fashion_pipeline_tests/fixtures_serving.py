@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import http.server
 import io
-import socket
 import struct
 import threading
 import time
@@ -224,9 +223,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="session")
-def fake_shop(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+def serving_shop(tmp_path_factory) -> Iterator[tuple[str, Path]]:
     """A local shop web server: product pages and the shop's own product images (its `image_url`s)."""
-    root = tmp_path_factory.mktemp("fake_shop")
+    root = tmp_path_factory.mktemp("serving_shop")
     (root / "product").mkdir()
     (root / "img").mkdir()
     handler = functools.partial(_QuietHandler, directory=str(root))
@@ -297,8 +296,8 @@ def write_catalog(root: Path, shop_url: str, shop_root: Path, per_category: int 
 
 
 @pytest.fixture(scope="session")
-def serving_catalog(tmp_path_factory, fake_shop) -> ServingCatalog:
-    shop_url, shop_root = fake_shop
+def serving_catalog(tmp_path_factory, serving_shop) -> ServingCatalog:
+    shop_url, shop_root = serving_shop
     return write_catalog(tmp_path_factory.mktemp("serving_data"), shop_url, shop_root)
 
 
@@ -313,7 +312,7 @@ def make_recommender(catalog: ServingCatalog, detector: ColourDetector | None = 
 
 
 @pytest.fixture(scope="session")
-def recommender(serving_catalog) -> Recommender:
+def serving_recommender(serving_catalog) -> Recommender:
     return make_recommender(serving_catalog)
 
 
@@ -347,18 +346,12 @@ class LiveServer:
 
 
 @pytest.fixture(scope="module")
-def live_server(serving_catalog) -> Iterator[LiveServer]:
+def serving_server(serving_catalog) -> Iterator[LiveServer]:
     from serve.app import ServeSettings, create_app
 
     app = create_app(make_recommender(serving_catalog), ServeSettings())
     with LiveServer(app) as server:
         yield server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- tiny real models: the real loaders, ONNX Runtime and Keras, untrained and small ---------------------
@@ -409,12 +402,12 @@ def build_tiny_real_models(paths: DataPaths) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_real_catalog(tmp_path_factory, fake_shop) -> ServingCatalog:
+def tiny_real_catalog(tmp_path_factory, serving_shop) -> ServingCatalog:
     """The fake catalog, embedded by a real (untrained) classifier into real indexes, beside real models."""
     from fashion_pipeline.lib.classifier import load_embedder
     from fashion_pipeline.lib.images import load_image
 
-    shop_url, shop_root = fake_shop
+    shop_url, shop_root = serving_shop
     catalog = write_catalog(tmp_path_factory.mktemp("real_models_data"), shop_url, shop_root)
     paths = catalog.paths
     build_tiny_real_models(paths)

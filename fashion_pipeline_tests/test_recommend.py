@@ -30,8 +30,8 @@ from fashion_pipeline_tests.fixtures_serving import (
 )
 
 
-def test_each_garment_gets_the_products_of_its_own_category_best_first(recommender):
-    answer = recommender.recommend(garment_photo(TWO_GARMENTS), recommender.make_query(k=3)).to_dict()
+def test_each_garment_gets_the_products_of_its_own_category_best_first(serving_recommender):
+    answer = serving_recommender.recommend(garment_photo(TWO_GARMENTS), serving_recommender.make_query(k=3)).to_dict()
 
     found = {d["category"]: d for d in answer["detections"]}
     assert set(found) == {"shirt", "skirt"}
@@ -53,9 +53,9 @@ def test_crops_of_one_photo_are_embedded_in_one_batch(serving_catalog):
     assert recommender.embedder.batch_sizes == [2]
 
 
-def test_filters_keep_only_products_within_price_and_site(recommender):
-    query = recommender.make_query(k=10, max_price="35", site="other_shop")
-    answer = recommender.recommend(garment_photo(TWO_GARMENTS), query)
+def test_filters_keep_only_products_within_price_and_site(serving_recommender):
+    query = serving_recommender.make_query(k=10, max_price="35", site="other_shop")
+    answer = serving_recommender.recommend(garment_photo(TWO_GARMENTS), query)
 
     for garment in answer.detections:
         assert garment.recommendations, garment.category
@@ -67,29 +67,31 @@ def test_filters_keep_only_products_within_price_and_site(recommender):
     assert [(p.price, p.currency, p.price_usd) for p in shirt.recommendations] == [(30.0, "EUR", 32.4)]
 
 
-def test_filters_that_exclude_everything_answer_with_a_message(recommender):
-    answer = recommender.recommend(garment_photo(TWO_GARMENTS), recommender.make_query(max_price=1))
+def test_filters_that_exclude_everything_answer_with_a_message(serving_recommender):
+    answer = serving_recommender.recommend(garment_photo(TWO_GARMENTS), serving_recommender.make_query(max_price=1))
     assert [g.recommendations for g in answer.detections] == [[], []]
     assert "filters" in answer.message
 
 
-def test_category_override_searches_the_chosen_category(recommender):
-    answer = recommender.recommend(
-        garment_photo({"shirt": TWO_GARMENTS["shirt"]}), recommender.make_query(category="dress")
+def test_category_override_searches_the_chosen_category(serving_recommender):
+    answer = serving_recommender.recommend(
+        garment_photo({"shirt": TWO_GARMENTS["shirt"]}), serving_recommender.make_query(category="dress")
     )
     [garment] = answer.detections
     assert garment.category == "dress"
     assert all(p.product_id.split(":")[1].startswith("dress-") for p in garment.recommendations)
 
 
-def test_a_photo_without_garment_gives_an_empty_list_and_a_message(recommender):
-    answer = recommender.recommend(garment_photo({}))
+def test_a_photo_without_garment_gives_an_empty_list_and_a_message(serving_recommender):
+    answer = serving_recommender.recommend(garment_photo({}))
     assert answer.detections == []
     assert answer.message == NO_GARMENT_MESSAGE
 
 
-def test_a_chosen_category_with_no_garment_found_searches_the_whole_photo(recommender):
-    answer = recommender.recommend(garment_photo({}, size=(100, 80)), recommender.make_query(category="skirt", k=2))
+def test_a_chosen_category_with_no_garment_found_searches_the_whole_photo(serving_recommender):
+    answer = serving_recommender.recommend(
+        garment_photo({}, size=(100, 80)), serving_recommender.make_query(category="skirt", k=2)
+    )
     [garment] = answer.detections
     assert (garment.category, garment.box, garment.score) == ("skirt", [0.0, 0.0, 100.0, 80.0], 0.0)
     assert len(garment.recommendations) == 2
@@ -109,19 +111,19 @@ def test_a_chosen_category_with_no_garment_found_searches_the_whole_photo(recomm
         ({"max_price": "cheap"}, "number of US dollars"),
     ],
 )
-def test_bad_query_values_are_refused_with_what_is_allowed(recommender, raw, expected):
+def test_bad_query_values_are_refused_with_what_is_allowed(serving_recommender, raw, expected):
     with pytest.raises(QueryError, match=expected):
-        recommender.make_query(**raw)
+        serving_recommender.make_query(**raw)
 
 
-def test_query_defaults(recommender):
-    query = recommender.make_query(k="", category="", max_price="", site="")
+def test_query_defaults(serving_recommender):
+    query = serving_recommender.make_query(k="", category="", max_price="", site="")
     assert (query.k, query.category, query.max_price_usd, query.site) == (10, None, None, None)
 
 
-def test_unreadable_bytes_raise_image_error(recommender):
+def test_unreadable_bytes_raise_image_error(serving_recommender):
     with pytest.raises(ImageError):
-        recommender.recommend_bytes(b"definitely not an image")
+        serving_recommender.recommend_bytes(b"definitely not an image")
 
 
 def test_refuses_an_index_built_by_another_model_version(serving_catalog, tmp_path):
@@ -184,8 +186,8 @@ def test_from_paths_names_the_missing_asset(tmp_path):
         Recommender.from_paths(DataPaths(root=tmp_path))
 
 
-def test_health_reports_versions_and_counts(recommender):
-    health = recommender.health()
+def test_health_reports_versions_and_counts(serving_recommender):
+    health = serving_recommender.health()
     assert (health["detector_version"], health["embedder_version"]) == (2, EMBEDDER_VERSION)
     assert health["products"] == 30
     assert health["indexes"] == {"shirt": 6, "outwear": 6, "short": 6, "skirt": 6, "dress": 6}
@@ -202,15 +204,15 @@ def cli_uses(monkeypatch):
     return use
 
 
-def test_cli_json_is_the_api_answer(live_server, cli_uses, tmp_path, capsys):
+def test_cli_json_is_the_api_answer(serving_server, cli_uses, tmp_path, capsys):
     photo = tmp_path / "look.jpg"
     photo.write_bytes(encode(garment_photo(TWO_GARMENTS), "JPEG", quality=90))
-    cli_uses(live_server.recommender)
+    cli_uses(serving_server.recommender)
 
     assert cli.main(["recommend", str(photo), "--k", "4", "--site", "demo_shop", "--json"]) == 0
     from_cli = json.loads(capsys.readouterr().out)
     response = httpx.post(
-        f"{live_server.url}/api/recommend",
+        f"{serving_server.url}/api/recommend",
         files={"image": ("look.jpg", photo.read_bytes(), "image/jpeg")},
         data={"k": "4", "site": "demo_shop"},
     )
@@ -219,10 +221,10 @@ def test_cli_json_is_the_api_answer(live_server, cli_uses, tmp_path, capsys):
     assert len(from_cli["detections"]) == 2
 
 
-def test_cli_prints_products_with_prices_and_links(recommender, cli_uses, tmp_path, capsys):
+def test_cli_prints_products_with_prices_and_links(serving_recommender, cli_uses, tmp_path, capsys):
     photo = tmp_path / "look.png"
     photo.write_bytes(encode(garment_photo({"short": (10, 10, 120, 200)}), "PNG"))
-    cli_uses(recommender)
+    cli_uses(serving_recommender)
 
     assert cli.main(["recommend", str(photo), "--k", "2"]) == 0
     out = capsys.readouterr().out
@@ -232,8 +234,8 @@ def test_cli_prints_products_with_prices_and_links(recommender, cli_uses, tmp_pa
     assert "/product/short-0.html" in out
 
 
-def test_cli_reports_a_bad_image_and_a_bad_k(recommender, cli_uses, tmp_path, capsys):
-    cli_uses(recommender)
+def test_cli_reports_a_bad_image_and_a_bad_k(serving_recommender, cli_uses, tmp_path, capsys):
+    cli_uses(serving_recommender)
     text = tmp_path / "notes.jpg"
     text.write_text("not a photo")
     assert cli.main(["recommend", str(text)]) == 2

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import dagster as dg
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
 from fashion_pipeline.defs.resources import DataPathsResource, MlflowResource
 from fashion_pipeline.defs.retrieval import assets
-from fashion_pipeline.lib import embeddings, knn
-from fashion_pipeline_tests.fixtures_retrieval import HistogramEmbedder, RetrievalWorld
+from fashion_pipeline.lib import embeddings, knn, retrieval_eval
+from fashion_pipeline.lib.paths import DataPaths
+from fashion_pipeline_tests.fixtures_retrieval import HistogramEmbedder, RetrievalWorld, demo_shop_catalog
 
 RETRIEVAL_ASSETS = [assets.catalog_embeddings, assets.knn_index, assets.retrieval_evaluation]
 
@@ -84,8 +87,8 @@ def test_the_retrieval_stage_end_to_end(retrieval_world: RetrievalWorld, fake_mo
     assert saved["metrics"]["exact_detected_top10"] == pytest.approx(0.8)
     assert saved["metrics"]["c2s_gt_top1"] == 1.0
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    [run] = mlflow.search_runs(experiment_names=["fashion-pipeline"], output_format="list")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("fashion-pipeline").experiment_id])
     assert run.info.status == "FINISHED"
     assert run.data.metrics["exact_detected_top1"] == pytest.approx(0.8)
     assert run.info.run_id in evaluation["mlflow_run"]
@@ -107,10 +110,12 @@ def test_rematerializing_embeds_only_the_changed_product(
     assert table.attrs["failed"] == {"other_shop:dead": "no image file (download failed or no image URL)"}
 
 
-def test_index_check_fails_when_the_champion_moved_on(
+def test_index_check_fails_and_keeps_the_served_index_when_the_champion_moved_on(
     retrieval_world: RetrievalWorld, fake_models: dict, tmp_path: Path
 ) -> None:
-    _materialize(retrieval_world, [assets.catalog_embeddings], tmp_path)
+    _materialize(retrieval_world, [assets.catalog_embeddings, assets.knn_index], tmp_path)
+    served_marker = retrieval_world.paths.index_dir / "shirt" / "served"
+    served_marker.write_text("the index the app has loaded")
     metadata_file = retrieval_world.paths.classifier_dir / "metadata.json"
     metadata = json.loads(metadata_file.read_text())
     metadata_file.write_text(json.dumps({**metadata, "registered_version": 2}))
@@ -124,6 +129,8 @@ def test_index_check_fails_when_the_champion_moved_on(
     check = _checks(result)["index_matches_catalog_and_model"]
     assert not check.passed
     assert "the champion is version 2: rematerialize catalog_embeddings" in check.description
+    assert served_marker.is_file()  # the disagreeing index did not replace the served one
+    assert knn.load_indexes(retrieval_world.paths.index_dir)["shirt"].manifest.model_version == 1
 
 
 def test_evaluation_refuses_indexes_of_another_model_version(
@@ -158,3 +165,36 @@ def test_real_classifier_embeds_the_catalog(retrieval_world: RetrievalWorld, tmp
     matrix = embeddings.embedding_matrix(embeddings.read_embeddings(retrieval_world.paths.embeddings))
     assert matrix.shape == (9, 576)
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+
+
+def test_trained_models_through_the_whole_stage(trained_models, tiny_dataset, tmp_path: Path) -> None:
+    """The real champion embedder and ONNX detector (trained once per session by the training fixtures) over
+    the tiny generated sample, with a demo-shop catalog of its shop items: the interfaces compose."""
+    root = tmp_path / "data"
+    paths = DataPaths(root=root)
+    for source, target in (
+        (trained_models.paths.classifier_dir, paths.classifier_dir),
+        (trained_models.paths.detector_dir, paths.detector_dir),
+    ):
+        shutil.copytree(source, target)
+    items = pd.read_parquet(tiny_dataset.garment_items)
+    paths.garment_items.parent.mkdir(parents=True)
+    items.to_parquet(paths.garment_items, index=False)
+    products = demo_shop_catalog(items, paths)
+    world = RetrievalWorld(paths=paths, items=items, products=products, colours={})
+
+    result = _materialize(world, RETRIEVAL_ASSETS, tmp_path)
+
+    checks = _checks(result)
+    assert all(check.passed for name, check in checks.items() if name != "retrieval_quality")
+    saved = json.loads((paths.evaluation_dir / "retrieval.json").read_text())
+    queries, gallery, _ = retrieval_eval.consumer_to_shop_split(items)
+    assert saved["counts"]["c2s_queries"] == len(queries) > 0
+    assert saved["counts"]["c2s_gallery_gt"] == len(gallery)
+    assert saved["counts"]["exact_queries"] == len(retrieval_eval.demo_shop_targets(items, products)) > 0
+    assert all(0.0 <= value <= 1.0 for value in saved["metrics"].values())
+    assert len(saved["metrics"]) == 14  # c2s gt/detected top-1/5/10/20, exact gt/detected top-1/5/10
+    assert (
+        saved["params"]["embedding_model_version"]
+        == json.loads((paths.classifier_dir / "metadata.json").read_text())["registered_version"]
+    )

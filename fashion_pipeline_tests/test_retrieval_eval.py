@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from fashion_pipeline.lib import embeddings, knn, retrieval_eval
-from fashion_pipeline_tests.fixtures_retrieval import HistogramEmbedder, RetrievalWorld
+from fashion_pipeline_tests.fixtures_retrieval import PALETTE, HistogramEmbedder, RetrievalWorld
 
 
 def test_topk_hits_counts_the_first_match_within_k() -> None:
@@ -185,3 +185,24 @@ def test_sku_format_matches_the_demo_shop() -> None:
         {"split": ["validation"], "source": ["user"], "pair_id": [12], "style": [2], "category_id": [7]}
     )
     assert retrieval_eval.demo_shop_targets(items, rows)["product_id"].tolist() == ["demo_shop:000012-2-7"]
+
+
+def test_a_detection_too_small_to_embed_is_a_miss(retrieval_world: RetrievalWorld) -> None:
+    detector = retrieval_world.detector()
+    detect = detector.detect
+    shrunk_colour_box = (10.0, 10.0, 14.0, 14.0)  # 4 x 4 px: the app would not embed it
+
+    def detect_with_one_tiny_box(image, conf=0.25):
+        found = detect(image, conf)
+        pixels = np.asarray(image)
+        if (pixels[20:90, 25:70] == PALETTE[4]).all():  # pair 4's user photo: its garment comes back tiny
+            return [type(d)(shrunk_colour_box, d.category, d.score) for d in found]
+        return found
+
+    detector.detect = detect_with_one_tiny_box
+    embedder = HistogramEmbedder()
+
+    report = retrieval_eval.evaluate_retrieval(retrieval_world.items, embedder.embed, detector)
+
+    assert report.metrics["c2s_detected_top20"] == pytest.approx(4 / 6)  # photo 000006 and pair 4 missed
+    assert report.counts["c2s_detected_missed"] == 2

@@ -72,9 +72,9 @@ def _bad_requests() -> list:
 
 
 @pytest.mark.parametrize(("request_parts", "status", "message"), _bad_requests())
-def test_bad_upload_gets_a_clear_4xx_and_the_server_keeps_serving(live_server, request_parts, status, message):
+def test_bad_upload_gets_a_clear_4xx_and_the_server_keeps_serving(serving_server, request_parts, status, message):
     response = post_photo(
-        live_server.url,
+        serving_server.url,
         request_parts.get("data", GOOD_JPEG),
         filename=request_parts.get("filename", "photo.jpg"),
         content_type=request_parts.get("content_type", "image/jpeg"),
@@ -84,7 +84,7 @@ def test_bad_upload_gets_a_clear_4xx_and_the_server_keeps_serving(live_server, r
     assert response.headers["content-type"] == "application/json"
     assert list(response.json()) == ["error"]
     assert message in response.json()["error"]
-    assert_still_serving(live_server.url)
+    assert_still_serving(serving_server.url)
 
 
 @pytest.mark.parametrize(
@@ -106,16 +106,16 @@ def test_bad_upload_gets_a_clear_4xx_and_the_server_keeps_serving(live_server, r
         ),
     ],
 )
-def test_malformed_requests_get_a_clear_4xx(live_server, kwargs, status, message):
-    response = httpx.post(f"{live_server.url}/api/recommend", **kwargs)
+def test_malformed_requests_get_a_clear_4xx(serving_server, kwargs, status, message):
+    response = httpx.post(f"{serving_server.url}/api/recommend", **kwargs)
     assert response.status_code == status, response.text
     assert message in response.json()["error"]
-    assert_still_serving(live_server.url)
+    assert_still_serving(serving_server.url)
 
 
-def test_upload_over_the_declared_size_cap_is_refused_before_the_body_is_read(live_server):
+def test_upload_over_the_declared_size_cap_is_refused_before_the_body_is_read(serving_server):
     # Only the headers are sent: the server must answer from the declared length alone.
-    host, port = live_server.url.removeprefix("http://").split(":")
+    host, port = serving_server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as connection:
         connection.sendall(
             b"POST /api/recommend HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -130,7 +130,7 @@ def test_upload_over_the_declared_size_cap_is_refused_before_the_body_is_read(li
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 413")
     assert b'"error":"photo larger than the 10 MB upload limit"' in answer
-    assert_still_serving(live_server.url)
+    assert_still_serving(serving_server.url)
 
 
 def test_upload_cap_is_enforced_while_reading_an_undeclared_length(serving_catalog):
@@ -167,23 +167,23 @@ def test_default_upload_cap_is_10_mb():
     assert ServeSettings().max_upload_bytes == 10 * MB
 
 
-def test_an_upload_just_over_the_cap_gets_413(live_server):
+def test_an_upload_just_over_the_cap_gets_413(serving_server):
     # A body the server declines to read: the client may see the 413 or a reset while still sending.
     try:
-        response = post_photo(live_server.url, b"\xff\xd8" + b"\x00" * (10 * MB))
+        response = post_photo(serving_server.url, b"\xff\xd8" + b"\x00" * (10 * MB))
     except httpx.TransportError:
         pass
     else:
         assert response.status_code == 413
         assert "10 MB upload limit" in response.json()["error"]
-    assert_still_serving(live_server.url)
+    assert_still_serving(serving_server.url)
 
 
 # --- formats that must work -----------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(working_formats()))
-def test_image_format_is_accepted(live_server, name):
+def test_image_format_is_accepted(serving_server, name):
     data, garments = working_formats()[name]
-    response = post_photo(live_server.url, data, filename=f"photo.{name}", content_type="application/octet-stream")
+    response = post_photo(serving_server.url, data, filename=f"photo.{name}", content_type="application/octet-stream")
     assert response.status_code == 200, response.text
     answer = response.json()
     assert {d["category"] for d in answer["detections"]} == garments
@@ -194,9 +194,9 @@ def test_image_format_is_accepted(live_server, name):
         assert answer["message"] == NO_GARMENT_MESSAGE
 
 
-def test_exif_rotation_is_honoured_and_boxes_refer_to_the_upright_photo(live_server):
+def test_exif_rotation_is_honoured_and_boxes_refer_to_the_upright_photo(serving_server):
     data, upright_box = exif_rotated_jpeg()
-    response = post_photo(live_server.url, data)
+    response = post_photo(serving_server.url, data)
     assert response.status_code == 200
     answer = response.json()
     assert answer["image"] == {"width": 240, "height": 320}
@@ -205,11 +205,11 @@ def test_exif_rotation_is_honoured_and_boxes_refer_to_the_upright_photo(live_ser
     assert shirt["box"] == list(upright_box)
 
 
-def test_every_real_seed_photo_is_accepted(live_server, real_data):
+def test_every_real_seed_photo_is_accepted(serving_server, real_data):
     photos = sorted((real_data / "seed-demo-photos").iterdir())
     assert {p.suffix.lower() for p in photos} >= {".jpg", ".webp", ".png", ".jfif"}
     for photo in photos:
-        response = post_photo(live_server.url, photo.read_bytes(), filename=photo.name, content_type="")
+        response = post_photo(serving_server.url, photo.read_bytes(), filename=photo.name, content_type="")
         assert response.status_code == 200, f"{photo.name}: {response.text}"
         answer = response.json()
         assert answer["image"]["width"] > 0
@@ -217,15 +217,15 @@ def test_every_real_seed_photo_is_accepted(live_server, real_data):
         assert answer["detections"] or answer["message"] == NO_GARMENT_MESSAGE
 
 
-def test_a_photo_without_garment_answers_200_with_an_empty_list_and_a_message(live_server):
-    response = post_photo(live_server.url, encode(garment_photo({}), "JPEG"))
+def test_a_photo_without_garment_answers_200_with_an_empty_list_and_a_message(serving_server):
+    response = post_photo(serving_server.url, encode(garment_photo({}), "JPEG"))
     assert response.status_code == 200
     assert response.json()["detections"] == []
     assert response.json()["message"] == NO_GARMENT_MESSAGE
 
 
-def test_options_may_come_in_the_url_and_are_validated_alike(live_server):
-    url = f"{live_server.url}/api/recommend"
+def test_options_may_come_in_the_url_and_are_validated_alike(serving_server):
+    url = f"{serving_server.url}/api/recommend"
     image = {"image": ("look.jpg", GOOD_JPEG, "image/jpeg")}
     answer = httpx.post(url, params={"k": "2", "site": "other_shop"}, files=image).json()
     products = [p for d in answer["detections"] for p in d["recommendations"]]
@@ -235,15 +235,17 @@ def test_options_may_come_in_the_url_and_are_validated_alike(live_server):
     assert httpx.post(url, params={"colour": "red"}, files=image).status_code == 422
 
 
-def test_crops_are_returned_as_data_urls_when_asked(live_server):
-    response = post_photo(live_server.url, GOOD_JPEG, crops="true", k=2)
+def test_crops_are_returned_as_data_urls_when_asked(serving_server):
+    response = post_photo(serving_server.url, GOOD_JPEG, crops="true", k=2)
     crops = [d["crop"] for d in response.json()["detections"]]
     assert len(crops) == 2 and all(c.startswith("data:image/jpeg;base64,") for c in crops)
-    assert "crop" not in post_photo(live_server.url, GOOD_JPEG).json()["detections"][0]
+    assert "crop" not in post_photo(serving_server.url, GOOD_JPEG).json()["detections"][0]
 
 
 # --- uploads are never stored ---------------------------------------------------------------------------
-def test_a_path_like_file_name_writes_nothing_and_uploads_are_never_stored(live_server, serving_catalog, monkeypatch):
+def test_a_path_like_file_name_writes_nothing_and_uploads_are_never_stored(
+    serving_server, serving_catalog, monkeypatch
+):
     written: list[str] = []
     real_open = builtins.open
 
@@ -265,7 +267,7 @@ def test_a_path_like_file_name_writes_nothing_and_uploads_are_never_stored(live_
     big = encode(garment_photo(TWO_GARMENTS), "PNG")
     big += b"\x00" * (2 * MB - len(big))
 
-    response = post_photo(live_server.url, big, filename="../../x.jpg", content_type="image/png")
+    response = post_photo(serving_server.url, big, filename="../../x.jpg", content_type="image/png")
 
     assert response.status_code == 200, response.text
     assert len(response.json()["detections"]) == 2
@@ -276,40 +278,40 @@ def test_a_path_like_file_name_writes_nothing_and_uploads_are_never_stored(live_
 
 
 # --- the rest of the app --------------------------------------------------------------------------------
-def test_healthz_reports_model_versions_and_product_count(live_server):
-    health = httpx.get(f"{live_server.url}/healthz").json()
+def test_healthz_reports_model_versions_and_product_count(serving_server):
+    health = httpx.get(f"{serving_server.url}/healthz").json()
     assert health["status"] == "ok"
     assert (health["detector_version"], health["embedder_version"], health["products"]) == (2, 3, 30)
     assert health["sites"] == ["demo_shop", "other_shop"]
     assert health["max_upload_bytes"] == 10 * MB
 
 
-def test_product_images_are_served_by_product_id_only(live_server, serving_catalog):
-    response = httpx.get(f"{live_server.url}/images/{quote('demo_shop:shirt-0', safe='')}")
+def test_product_images_are_served_by_product_id_only(serving_server, serving_catalog):
+    response = httpx.get(f"{serving_server.url}/images/{quote('demo_shop:shirt-0', safe='')}")
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/jpeg"
     expected = serving_catalog.paths.catalog_images_dir / "demo_shop" / "shirt-0.jpg"
     assert response.content == expected.read_bytes()
     for product_id in ("no-such-product", "../../../../etc/passwd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd"):
-        response = httpx.get(f"{live_server.url}/images/{product_id}")
+        response = httpx.get(f"{serving_server.url}/images/{product_id}")
         assert response.status_code == 404
         assert "error" in response.json()
 
 
-def test_the_page_and_its_assets_are_served(live_server):
-    page = httpx.get(f"{live_server.url}/")
+def test_the_page_and_its_assets_are_served(serving_server):
+    page = httpx.get(f"{serving_server.url}/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert 'id="photo"' in page.text and "/static/app.js" in page.text
     for asset in ("app.js", "style.css"):
-        assert httpx.get(f"{live_server.url}/static/{asset}").status_code == 200
+        assert httpx.get(f"{serving_server.url}/static/{asset}").status_code == 200
 
 
-def test_unknown_routes_and_methods_answer_json(live_server):
-    missing = httpx.get(f"{live_server.url}/nothing-here")
+def test_unknown_routes_and_methods_answer_json(serving_server):
+    missing = httpx.get(f"{serving_server.url}/nothing-here")
     assert missing.status_code == 404 and "error" in missing.json()
-    wrong_method = httpx.get(f"{live_server.url}/api/recommend")
+    wrong_method = httpx.get(f"{serving_server.url}/api/recommend")
     assert wrong_method.status_code == 405 and "error" in wrong_method.json()
 
 

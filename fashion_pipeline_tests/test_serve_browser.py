@@ -34,13 +34,13 @@ def console_errors() -> list[str]:
 
 
 @pytest.fixture
-def page(browser, live_server, console_errors):
+def page(browser, serving_server, console_errors):
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     page = context.new_page()
     page.set_default_timeout(20_000)
     page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
     page.on("pageerror", lambda error: console_errors.append(str(error)))
-    page.goto(live_server.url)
+    page.goto(serving_server.url)
     page.wait_for_selector("body[data-ready=true]", state="attached")
     yield page
     context.close()
@@ -51,7 +51,7 @@ def upload(page, name: str, data: bytes, mime: str) -> None:
     page.set_input_files("#photo", files=[{"name": name, "mimeType": mime, "buffer": data}])
 
 
-def test_upload_pick_a_garment_and_see_products_with_prices_and_working_links(page, live_server):
+def test_upload_pick_a_garment_and_see_products_with_prices_and_working_links(page, serving_server):
     photo = encode(garment_photo(TWO_GARMENTS, size=(320, 240)), "JPEG", quality=92)
     upload(page, "street.jpg", photo, "image/jpeg")
 
@@ -84,7 +84,7 @@ def test_upload_pick_a_garment_and_see_products_with_prices_and_working_links(pa
     )
     image_urls = images.evaluate_all("imgs => imgs.map(i => i.currentSrc)")
     assert len(links) == 6 and all(link.startswith("http://127.0.0.1:") for link in links)
-    assert all(re.fullmatch(rf"{live_server.url}/images/[^/]+", url) for url in image_urls)
+    assert all(re.fullmatch(rf"{serving_server.url}/images/[^/]+", url) for url in image_urls)
     for url in links + image_urls:
         assert httpx.get(url).status_code == 200, url
 

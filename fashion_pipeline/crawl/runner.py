@@ -89,6 +89,9 @@ def crawl_problem(report: CrawlReport) -> str | None:
             f"the crawl of {report.site} scraped no products (listed {report.listed}, dropped {report.dropped}, "
             f"pages failed {report.pages_failed})"
         )
+    if report.pages_failed:
+        # Products on a listing page that failed were never seen: publishing would report them as gone.
+        return f"listing pages of {report.site} failed ({report.pages_failed}), so products may be missing"
     return None
 
 

@@ -27,6 +27,9 @@ AUTOTHROTTLE_ENABLED = True
 AUTOTHROTTLE_START_DELAY = 2.0
 AUTOTHROTTLE_MAX_DELAY = 30.0
 AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
+# Items processed in parallel per response. Scrapy starts this many tasks for every callback's output, so
+# its default (100) mostly costs overhead when a product page yields one item.
+CONCURRENT_ITEMS = 16
 DOWNLOAD_TIMEOUT = 30
 RETRY_TIMES = 2  # 500/502/503/504/522/524/408/429 and timeouts; a 404 is final
 REDIRECT_MAX_TIMES = 5  # a redirect loop ends as "max redirections reached"

@@ -292,11 +292,15 @@ class Recommender:
         # Imported here: they pull in ONNX Runtime and TensorFlow, which the CLI must not load to show --help.
         from fashion_pipeline.lib.classifier import load_embedder
         from fashion_pipeline.lib.detector import load_detector
-        from fashion_pipeline.lib.knn import load_indexes
+        from fashion_pipeline.lib.knn import KnnIndexError, load_indexes
 
-        detector = load_detector(paths.detector_dir)
-        embedder = load_embedder(paths.classifier_dir)
-        indexes = load_indexes(paths.index_dir)
+        try:
+            detector = load_detector(paths.detector_dir)
+            embedder = load_embedder(paths.classifier_dir)
+            indexes = load_indexes(paths.index_dir)
+        except (FileNotFoundError, KnnIndexError) as exc:
+            # Their messages name the file and the asset to materialize; the caller shows them as they are.
+            raise RecommenderError(str(exc)) from exc
         embeddings_versions = None
         if paths.embeddings.exists():
             versions = pd.read_parquet(paths.embeddings, columns=["model_version"])["model_version"]

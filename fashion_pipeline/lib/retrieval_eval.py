@@ -10,7 +10,8 @@ Protocol (DeepFashion2's README and evaluation/evaluation.md, on the validation 
 - Ground-truth boxes: queries and gallery are the annotated boxes.
 - Detected boxes: the detector runs on every user and shop image. Each detection is assigned to the
   ground-truth item of its image it overlaps most, if IoU >= 0.5. A query item is represented by the
-  highest-scoring detection assigned to it; with none, it counts as missed (a miss at every k). The
+  highest-scoring detection assigned to it; with none (or one smaller than the app embeds, 8 px a side),
+  it counts as missed (a miss at every k). The
   gallery is every detection on shop images; a detected gallery item is a hit for a query when its IoU
   with a ground-truth item of the query's pair and style in that image is >= 0.5.
 
@@ -44,6 +45,7 @@ CONSUMER_TO_SHOP_KS = (1, 5, 10, 20)
 EXACT_PRODUCT_KS = (1, 5, 10)
 IOU_THRESHOLD = 0.5
 DEMO_SHOP_SITE = "demo_shop"
+MIN_CROP_SIDE = 8  # px; as the recommender's MIN_BOX_SIDE: smaller detections are never embedded
 
 Box = tuple[float, float, float, float]
 
@@ -199,6 +201,12 @@ def crop_item(image: Image.Image, box: Box) -> Image.Image:
     return image.crop(crop_box(image, box, CropSettings().margin))
 
 
+def large_enough(image: Image.Image, box: Box) -> bool:
+    """Whether a detection is big enough for the app to embed it (it skips smaller ones the same way)."""
+    x1, y1, x2, y2 = crop_box(image, box, CropSettings().margin)
+    return x2 - x1 >= MIN_CROP_SIDE and y2 - y1 >= MIN_CROP_SIDE
+
+
 @dataclass
 class CropBatcher:
     """Collects crops under keys and embeds them `batch_size` at a time, so memory stays bounded."""
@@ -311,6 +319,8 @@ def evaluate_retrieval(
             gt_boxes = _boxes(image_items)
             ious = iou_matrix(det_boxes, gt_boxes)
             for d, detection in enumerate(detections):
+                if not large_enough(image, detection.box):
+                    continue
                 keys = frozenset(
                     pair_key(p, s)
                     for p, s, overlap in zip(image_items["pair_id"], image_items["style"], ious[d], strict=True)
@@ -328,8 +338,8 @@ def evaluate_retrieval(
         ):
             for row in rows:
                 d = chosen_by_item.get(int(frame.at[row, "item_index"]))
-                if d is None:
-                    continue
+                if d is None or not large_enough(image, detections[d].box):
+                    continue  # missed: no detection, or one too small to embed
                 key = (kind, int(row))
                 batcher.add(key, crop_item(image, detections[d].box))
                 if kind == "qd":

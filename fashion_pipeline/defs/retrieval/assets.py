@@ -157,6 +157,10 @@ def catalog_embeddings(
 # --- knn_index ------------------------------------------------------------------------------------------------
 
 
+class _KeepPreviousIndex(Exception):
+    """Leaves the atomic swap without replacing the served indexes."""
+
+
 class IndexConfig(dg.Config):
     backend: Literal["auto", "exact", "faiss-ivf"] = Field(
         default="auto",
@@ -185,30 +189,37 @@ def knn_index(config: IndexConfig, paths: DataPathsResource) -> dg.MaterializeRe
     champion = _champion_metadata(data.classifier_dir)
     categorised = table[table["category"].notna()]
     manifests = []
-    with atomic_dir(data.index_dir) as tmp:
-        for category, group in categorised.groupby("category", sort=True):
-            if not str(category).replace("_", "").replace("-", "").isalnum():
-                raise ValueError(f"category {category!r} cannot name an index folder; fix categories.yaml")
-            versions = group["model_version"].unique()
-            manifests.append(
-                knn.build_index(
-                    embeddings.embedding_matrix(group),
-                    group["product_id"].tolist(),
-                    tmp / str(category),
-                    category=str(category),
-                    model_version=int(versions.max()),
-                    backend=config.backend,
-                    nprobe=config.nprobe,
+    problems: list[str] = []
+    try:
+        with atomic_dir(data.index_dir) as tmp:
+            for category, group in categorised.groupby("category", sort=True):
+                if not str(category).replace("_", "").replace("-", "").isalnum():
+                    raise ValueError(f"category {category!r} cannot name an index folder; fix categories.yaml")
+                manifests.append(
+                    knn.build_index(
+                        embeddings.embedding_matrix(group),
+                        group["product_id"].tolist(),
+                        tmp / str(category),
+                        category=str(category),
+                        model_version=int(group["model_version"].max()),
+                        backend=config.backend,
+                        nprobe=config.nprobe,
+                    )
                 )
+            # Checked before the swap: indexes that disagree with the catalog or the champion never replace
+            # the ones the app is serving.
+            problems = knn.consistency_problems(
+                tmp,
+                table,
+                _read_products(data.products),
+                model_version=int(champion["registered_version"]),
+                dimension=int(champion["embedding_dim"]),
+                failed=list(table.attrs.get("failed", {})),
             )
-    problems = knn.consistency_problems(
-        data.index_dir,
-        table,
-        _read_products(data.products),
-        model_version=int(champion["registered_version"]),
-        dimension=int(champion["embedding_dim"]),
-        failed=list(table.attrs.get("failed", {})),
-    )
+            if problems:
+                raise _KeepPreviousIndex
+    except _KeepPreviousIndex:
+        pass
     by_category = "\n".join(f"| {m.category} | {m.count} | {m.backend} | {m.model_version} |" for m in manifests)
     return dg.MaterializeResult(
         metadata={
@@ -224,8 +235,12 @@ def knn_index(config: IndexConfig, paths: DataPathsResource) -> dg.MaterializeRe
             dg.AssetCheckResult(
                 check_name="index_matches_catalog_and_model",
                 passed=not problems,
-                description="; ".join(problems) if problems else "indexes, embeddings, catalog and champion agree",
-                metadata={"problems": len(problems)},
+                description=(
+                    "; ".join(problems) + " (the previous indexes were kept)"
+                    if problems
+                    else "indexes, embeddings, catalog and champion agree"
+                ),
+                metadata={"problems": len(problems), "replaced_previous_index": not problems},
             )
         ],
     )
