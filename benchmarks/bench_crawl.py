@@ -34,7 +34,9 @@ from fashion_pipeline.lib.demo_shop import build_demo_shop, make_stand_in_items,
 def crawl_with_scrapy(shop_root: Path, work: Path) -> dict:
     with serve_directory(shop_root) as base_url:
         start = time.perf_counter()
-        report = crawl_site(load_sites()["demo_shop"], work / "raw", work / "images", spider_args={"base_url": base_url})
+        report = crawl_site(
+            load_sites()["demo_shop"], work / "raw", work / "images", spider_args={"base_url": base_url}
+        )
         wall = time.perf_counter() - start
     rows = len(read_raw_products(work / "raw" / "demo_shop" / RAW_PRODUCTS_FILE))
     return {

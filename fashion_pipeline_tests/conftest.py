@@ -36,6 +36,7 @@ pytest_plugins = [
     "fashion_pipeline_tests.fixtures_deepfashion2",
     "fashion_pipeline_tests.fixtures_training",
     "fashion_pipeline_tests.fixtures_retrieval",
+    "fashion_pipeline_tests.fixtures_serving",
 ]
 
 SHARED_REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"

@@ -55,8 +55,10 @@ def failure_reason(failure: Failure) -> str:
         return "timeout"
     if failure.check(IgnoreRequest):
         return str(failure.value) or "ignored"
-    if failure.check(CannotResolveHostError, DownloadConnectionRefusedError, DNSLookupError, ConnectionRefusedError):
-        return "connection failed"
+    if failure.check(CannotResolveHostError, DNSLookupError):
+        return "host not found"
+    if failure.check(DownloadConnectionRefusedError, ConnectionRefusedError):
+        return "connection refused"
     return type(failure.value).__name__
 
 

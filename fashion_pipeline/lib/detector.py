@@ -41,6 +41,8 @@ class DetectorSettings:
     patience: int = 20  # epochs without fitness improvement before early stopping
     time_minutes: float = 0.0  # > 0: stop after this long (ultralytics fits its schedule to the budget)
     close_mosaic: int = 10  # last epochs trained without mosaic augmentation
+    warmup_epochs: float = 3.0  # learning-rate warm-up; a short run cannot spend 3 epochs on it
+    cache: bool = False  # keep the decoded, resized training images in RAM (small datasets)
     device: str = ""  # "" = a GPU when there is one, else "cpu"
     seed: int = 0
     min_map50: float = 0.5  # the champion gate: validation mAP50 a new model must reach
@@ -57,12 +59,14 @@ PROFILES: dict[str, DetectorSettings] = {
     # The embedded default: the generated sample on 2 CPU cores, offline, about 5 minutes.
     "demo": DetectorSettings(
         pretrained="none",
-        imgsz=256,
-        epochs=30,
+        imgsz=160,
+        epochs=15,
         batch=16,
         patience=10,
         time_minutes=5.0,
-        close_mosaic=5,
+        close_mosaic=3,
+        warmup_epochs=1.0,
+        cache=True,
         device="cpu",
         min_map50=0.40,
     ),
@@ -172,6 +176,8 @@ def train_detector(
         patience=settings.patience,
         time=settings.time_minutes / 60 if settings.time_minutes > 0 else None,
         close_mosaic=settings.close_mosaic,
+        warmup_epochs=settings.warmup_epochs,
+        cache="ram" if settings.cache else False,
         device=settings.device or None,
         seed=settings.seed,
         deterministic=True,
