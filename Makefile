@@ -66,8 +66,14 @@ mlflow: venv dagster-home
 serve: venv
 	$(BIN)/fashion-pipeline serve --host $(HOST) --port 8000
 
+# Each benchmark prints its figures against a baseline run in the same script (README: Benchmarks).
 bench: venv chromium
 	$(BIN)/python benchmarks/bench_merge.py
+	$(BIN)/python benchmarks/bench_crawl.py --products 2000
+	$(BIN)/python benchmarks/bench_embed.py
+	$(BIN)/python benchmarks/bench_knn.py --n 1000000
+	$(BIN)/python benchmarks/bench_query.py
+	$(BIN)/python benchmarks/bench_query.py --profile full
 
 clean:
 	rm -rf data/deepfashion2_sample data/deepfashion2 data/crops data/yolo data/models data/demo_shop \

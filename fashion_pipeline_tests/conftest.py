@@ -35,6 +35,7 @@ os.environ.pop("FASHION_DF2_ROOT", None)
 pytest_plugins = [
     "fashion_pipeline_tests.fixtures_deepfashion2",
     "fashion_pipeline_tests.fixtures_training",
+    "fashion_pipeline_tests.fixtures_catalog",
     "fashion_pipeline_tests.fixtures_retrieval",
     "fashion_pipeline_tests.fixtures_serving",
 ]

@@ -114,8 +114,8 @@ def test_gate_refuses_a_model_worse_than_the_champion(trained_models: TrainedMod
 
     assert not decision.passed
     assert "worse than champion" in decision.reason
-    assert client.get_model_version_by_alias("garment-classifier", "champion").version == champion.version
-    assert client.get_model_version_by_alias("garment-classifier", "candidate").version == str(version)
+    assert int(client.get_model_version_by_alias("garment-classifier", "champion").version) == int(champion.version)
+    assert int(client.get_model_version_by_alias("garment-classifier", "candidate").version) == version
     assert (trained_models.paths.classifier_dir / "metadata.json").read_text() == published
 
     # The same score as the champion is "not worse": it passes and is published.
@@ -125,4 +125,4 @@ def test_gate_refuses_a_model_worse_than_the_champion(trained_models: TrainedMod
         publish_to=trained_models.paths.root / "models" / "classifier_copy",
     )
     assert decision.passed
-    assert client.get_model_version_by_alias("garment-classifier", "champion").version == str(version)
+    assert int(client.get_model_version_by_alias("garment-classifier", "champion").version) == version

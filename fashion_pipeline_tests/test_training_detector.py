@@ -117,7 +117,7 @@ def test_detections_are_mapped_back_through_the_letterbox(tmp_path: Path) -> Non
 
 def test_gate_below_threshold_keeps_the_champion(trained_models: TrainedModels) -> None:
     client = mlflow.MlflowClient(trained_models.tracking_uri)
-    champion_before = client.get_model_version_by_alias("garment-detector", "champion").version
+    champion_before = int(client.get_model_version_by_alias("garment-detector", "champion").version)
     published = (trained_models.paths.detector_dir / "metadata.json").read_text()
 
     result = materialize_training(
@@ -130,8 +130,8 @@ def test_gate_below_threshold_keeps_the_champion(trained_models: TrainedModels) 
     assert "below the threshold 1.0100" in check.description
     candidate = client.get_model_version_by_alias("garment-detector", "candidate")
     assert int(candidate.version) == materialization_metadata(result, "garment_detector")["registered_version"]
-    assert candidate.version != champion_before
-    assert client.get_model_version_by_alias("garment-detector", "champion").version == champion_before
+    assert int(candidate.version) != champion_before
+    assert int(client.get_model_version_by_alias("garment-detector", "champion").version) == champion_before
     assert (trained_models.paths.detector_dir / "metadata.json").read_text() == published
     assert client.get_run(run_id_of(result, "garment_detector")).info.status == "FINISHED"
 

@@ -113,6 +113,10 @@ def create_app(recommender: Recommender, settings: ServeSettings | None = None) 
         )
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    demo_shop = recommender.paths.demo_shop_dir if recommender.paths else None
+    if demo_shop is not None and demo_shop.is_dir():
+        # The generated demo shop's product links point here (FASHION_DEMO_SHOP_URL), so they open in the demo.
+        app.mount("/demo-shop", StaticFiles(directory=demo_shop, html=True), name="demo-shop")
 
     @app.get("/healthz")
     async def healthz() -> dict:

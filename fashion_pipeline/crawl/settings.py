@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from fashion_pipeline.lib.catalog import load_usd_rates
+from fashion_pipeline.lib.paths import DataPaths
 
 BOT_NAME = "fashion_pipeline"
 SPIDER_MODULES = ["fashion_pipeline.crawl.spiders"]
@@ -36,7 +37,8 @@ REDIRECT_MAX_TIMES = 5  # a redirect loop ends as "max redirections reached"
 
 # Development only: replay responses from disk instead of hitting the shop again (FASHION_CRAWL_HTTPCACHE=1).
 HTTPCACHE_ENABLED = os.environ.get("FASHION_CRAWL_HTTPCACHE") == "1"
-HTTPCACHE_DIR = os.environ.get("FASHION_CRAWL_HTTPCACHE_DIR", str(Path(".scrapy") / "httpcache"))
+# Absolute: crawls run in a temporary working folder that is swapped away afterwards.
+HTTPCACHE_DIR = os.environ.get("FASHION_CRAWL_HTTPCACHE_DIR") or str(DataPaths.from_env().catalog_dir / "httpcache")
 HTTPCACHE_EXPIRATION_SECS = 24 * 3600
 
 # --- output ----------------------------------------------------------------------------------------------

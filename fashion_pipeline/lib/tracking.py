@@ -220,9 +220,12 @@ def gate_champion(
             "no champion yet" if champion_value is None else f"champion v{champion_version} had {champion_value:.4f}"
         )
         reason = f"{name} {value:.4f} >= threshold {threshold:.4f}; {against}"
+    client = mlflow.MlflowClient()
     if passed:
         publish(outcome, publish_to, extra_metadata)
-        mlflow.MlflowClient().set_registered_model_alias(outcome.registered_model, CHAMPION, str(outcome.version))
+        client.set_registered_model_alias(outcome.registered_model, CHAMPION, str(outcome.version))
+    # The verdict on the version itself, so the registry UI says why it is (not) the champion.
+    client.set_model_version_tag(outcome.registered_model, str(outcome.version), "champion_gate", reason)
     return ChampionDecision(
         passed=passed,
         reason=reason,

@@ -1,5 +1,7 @@
 """The crawled product catalog: per-site crawls, their images, and the merged products table."""
 
+from contextlib import nullcontext
+
 import dagster as dg
 import pandas as pd
 
@@ -51,19 +53,16 @@ def catalog_raw(
     data, site = paths.get(), SITES[context.partition_key]
     images_dir = data.catalog_images_dir / site.name
     spider_args = {"max_pages": str(config.max_pages)} if config.max_pages else {}
+    # The embedded default: the demo shop is generated from garment_items and served only while crawled.
+    serving = (
+        serve_directory(ensure_demo_shop(data.garment_items, data.demo_shop_dir, image_root=data.df2_root).root)
+        if site.spider == "demo_shop"
+        else nullcontext(None)
+    )
     try:
-        if site.spider == "demo_shop":
-            # The embedded default: generate the shop from garment_items and serve it only while crawling.
-            shop = ensure_demo_shop(data.garment_items, data.demo_shop_dir, image_root=data.df2_root)
-            with serve_directory(shop.root) as base_url:
-                report = crawl_site(
-                    site,
-                    data.catalog_raw_dir,
-                    images_dir,
-                    spider_args={**spider_args, "base_url": base_url},
-                    timeout_s=config.timeout_s,
-                )
-        else:
+        with serving as base_url:
+            if base_url:
+                spider_args["base_url"] = base_url
             report = crawl_site(
                 site, data.catalog_raw_dir, images_dir, spider_args=spider_args, timeout_s=config.timeout_s
             )

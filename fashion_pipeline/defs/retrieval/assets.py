@@ -113,6 +113,8 @@ def _embedding_checks(
     group_name=GROUP,
     kinds={"tensorflow", "parquet"},
     deps=[dg.AssetKey("product_catalog"), dg.AssetKey("garment_classifier")],
+    # Follows every recrawl and every new champion (the catalog stage's automation sensor evaluates it).
+    automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
         dg.AssetCheckSpec("one_row_per_product", asset="catalog_embeddings", blocking=True),
         dg.AssetCheckSpec("dimension_matches_model", asset="catalog_embeddings", blocking=True),
@@ -173,6 +175,7 @@ class IndexConfig(dg.Config):
     group_name=GROUP,
     kinds={"numpy", "faiss"},
     deps=[catalog_embeddings],
+    automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
         dg.AssetCheckSpec(
             "index_matches_catalog_and_model",
