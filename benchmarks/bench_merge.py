@@ -32,7 +32,9 @@ def _item(rng: random.Random, width: int, height: int) -> dict:
     x1, y1 = rng.randint(0, width // 2), rng.randint(0, height // 2)
     x2, y2 = rng.randint(x1 + 10, width), rng.randint(y1 + 10, height)
     polygon = [round(rng.uniform(0, width), 2) for _ in range(2 * rng.randint(30, 90))]
-    landmarks = [v for _ in range(LANDMARKS[category_id - 1]) for v in (rng.randint(0, width), rng.randint(0, height), 2)]
+    landmarks = [
+        v for _ in range(LANDMARKS[category_id - 1]) for v in (rng.randint(0, width), rng.randint(0, height), 2)
+    ]
     return {
         "segmentation": [polygon],
         "scale": rng.randint(1, 3),
@@ -154,7 +156,9 @@ def main() -> None:
             f"peak RSS {max(r['peak_rss_mib'] for r in runs):,.0f} MiB (+ {max(r['worker_peak_mib'] for r in runs):,.0f} MiB per worker)"
         )
     assert results["ours"]["rows"] == results["baseline"]["rows"], "the two readers disagree on the row count"
-    print(f"speed-up: {results['ours']['files_per_s'] / results['baseline']['files_per_s']:.1f}x on {os.cpu_count()} cores")
+    print(
+        f"speed-up: {results['ours']['files_per_s'] / results['baseline']['files_per_s']:.1f}x on {os.cpu_count()} cores"
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ def _counts(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 class SampleConfig(dg.Config):
     n_images: int = Field(default=1_500, description="Images to generate over both splits.")
     seed: int = Field(default=0, description="Same seed, same sample, byte for byte.")
-    validation_fraction: float = Field(default=0.2, description="Share of images in the validation split (pairs are never split).")
+    validation_fraction: float = Field(
+        default=0.2, description="Share of images in the validation split (pairs are never split)."
+    )
 
 
 @dg.asset(group_name=GROUP, kinds={"python", "jpeg"})
