@@ -65,8 +65,15 @@ def ultralytics() -> ModuleType:
         font.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", font)
     import ultralytics as _ultralytics
-    from ultralytics.utils import SETTINGS
+    from PIL import Image
+    from ultralytics.utils import SETTINGS, patches
 
-    if SETTINGS.get("sync") or SETTINGS.get("mlflow"):
-        SETTINGS.update({"sync": False, "mlflow": False})
+    # Ultralytics replaces PIL.Image.open process-wide with a wrapper that, on any unidentified file, tries
+    # to pip-install pi-heif: a network reach, and a ModuleNotFoundError instead of PIL's error for bad uploads.
+    Image.open = patches._image_open
+
+    # No usage analytics, and none of the logger integrations (each would reach a service of its own).
+    off = dict.fromkeys(("sync", "mlflow", "clearml", "comet", "dvc", "raytune", "tensorboard", "wandb"), False)
+    if any(SETTINGS.get(key) for key in off):
+        SETTINGS.update(off)
     return _ultralytics

@@ -14,6 +14,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Refuse images that would decode to more pixels than this (a 30,000 x 30,000 PNG is 900 MP).
 MAX_IMAGE_PIXELS = 64_000_000
+# The formats people upload and shops serve; PIL's rarer decoders are not exposed to untrusted bytes.
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO (multi-picture JPEG)
 
 
 class ImageError(ValueError):
@@ -24,8 +26,8 @@ def _open(source: bytes | Path | str) -> Image.Image:
     if isinstance(source, bytes | bytearray):
         if not source:
             raise ImageError("empty file")
-        return Image.open(io.BytesIO(source))
-    return Image.open(Path(source))
+        return Image.open(io.BytesIO(source), formats=ALLOWED_FORMATS)
+    return Image.open(Path(source), formats=ALLOWED_FORMATS)
 
 
 def load_image(source: bytes | Path | str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
