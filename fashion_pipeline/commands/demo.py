@@ -56,19 +56,24 @@ def materialize_all(sites: list[str]) -> None:
     instance = dg.DagsterInstance.get()
     graph = defs.resolve_asset_graph()
     job_assets = list(defs.assets or [])
-    # Consecutive assets with the same partitioning run as one run; a partitioned batch runs per partition.
-    batches: list[tuple[object, list[dg.AssetKey]]] = []
-    for key in graph.toposorted_asset_keys:
-        node = graph.get(key)
-        if not node.is_materializable:
+    # Three runs: what needs no crawl (dataset, training), the crawl per site, then what follows the crawl.
+    # Jobs cannot mix partitioned and unpartitioned assets, so the crawl runs on its own.
+    keys = [key for key in graph.toposorted_asset_keys if graph.get(key).is_materializable]
+    partitioned = [key for key in keys if graph.get(key).partitions_def is not None]
+    after_crawl = set()
+    for key in keys:
+        if key not in partitioned and any(p in partitioned or p in after_crawl for p in graph.get(key).parent_keys):
+            after_crawl.add(key)
+    before = [key for key in keys if key not in partitioned and key not in after_crawl]
+    batches: list[tuple[object, list[dg.AssetKey]]] = [
+        (None, before),
+        (graph.get(partitioned[0]).partitions_def if partitioned else None, partitioned),
+        (None, [key for key in keys if key in after_crawl]),
+    ]
+    for partitions, batch in batches:
+        if not batch:
             continue
-        partitions = node.partitions_def
-        if batches and batches[-1][0] == partitions:
-            batches[-1][1].append(key)
-        else:
-            batches.append((partitions, [key]))
-    for partitions, keys in batches:
-        names = ", ".join(key.to_user_string() for key in keys)
+        names = ", ".join(key.to_user_string() for key in batch)
         partition_keys = [None] if partitions is None else [s for s in sites if s in partitions.get_partition_keys()]
         for partition_key in partition_keys:
             label = f"{names}" + (f" [{partition_key}]" if partition_key else "")
@@ -78,12 +83,22 @@ def materialize_all(sites: list[str]) -> None:
                 job_assets,
                 instance=instance,
                 resources=defs.resources,
-                selection=keys,
+                selection=batch,
                 partition_key=partition_key,
                 raise_on_error=False,
             )
-            if not result.success:
-                raise SystemExit(f"materializing {label} failed: see the run in the Dagster UI (make ui)")
+            done = {event.asset_key for event in result.get_asset_materialization_events()}
+            # A failed blocking check skips what follows without failing the run: treat that as a failure too.
+            skipped = [key.to_user_string() for key in batch if key not in done]
+            for check in result.get_asset_check_evaluations():
+                if not check.passed:
+                    print(f"    check {check.asset_key.to_user_string()}:{check.check_name} did not pass", flush=True)
+            if not result.success or skipped:
+                raise SystemExit(
+                    f"materializing {label} failed"
+                    + (f" (not materialized: {', '.join(skipped)})" if skipped else "")
+                    + ": see the run in the Dagster UI (make ui)"
+                )
             print(f"    done in {time.perf_counter() - started:.0f} s", flush=True)
 
 
