@@ -51,6 +51,8 @@ class DetectorConfig(dg.Config):
     time_minutes: float | None = Field(
         default=None, description=f"Training time budget, 0 = none (ultralytics fits its schedule); {UNSET}."
     )
+    optimizer: str | None = Field(default=None, description=f"'auto', 'AdamW', 'SGD', ...; {UNSET}.")
+    lr0: float | None = Field(default=None, description=f"Initial learning rate (not with 'auto'); {UNSET}.")
     device: str | None = Field(default=None, description=f"'cpu', '0' for the first GPU, '' for auto; {UNSET}.")
     min_map50: float | None = Field(default=None, description=f"Champion gate on validation mAP50; {UNSET}.")
     seed: int | None = Field(default=None, description=UNSET)
