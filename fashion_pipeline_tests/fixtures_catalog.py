@@ -17,8 +17,9 @@ from fashion_pipeline.lib.demo_shop import DemoShop, QuietHandler, build_demo_sh
 
 # Small pages so a 20-product shop still paginates (and its JavaScript category has two pages).
 TEST_PER_PAGE = 3
-# Settings for crawls against the loopback servers: a short timeout so the injected timeout costs little.
-FAST_CRAWL_SETTINGS = {"DOWNLOAD_TIMEOUT": "1", "RETRY_TIMES": "1", "LOG_LEVEL": "INFO"}
+# Crawls against the loopback servers: a timeout short enough that the injected one costs little, and long
+# enough that a JavaScript page rendered by Chromium on a loaded 2-core machine never hits it.
+FAST_CRAWL_SETTINGS = {"DOWNLOAD_TIMEOUT": "4", "RETRY_TIMES": "1", "LOG_LEVEL": "INFO"}
 
 
 def require_chromium() -> str:
@@ -81,7 +82,7 @@ class FaultyShop(QuietHandler):
         if fault == "404":
             return self._send(404, "text/plain", b"gone")
         if fault == "timeout":
-            time.sleep(3)
+            time.sleep(10)  # well past FAST_CRAWL_SETTINGS' DOWNLOAD_TIMEOUT
             return self._send(200, "text/plain", b"too late")
         if fault == "redirect-loop":
             self.send_response(302)
