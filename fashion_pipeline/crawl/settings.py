@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fashion_pipeline.lib.catalog import load_usd_rates
+from fashion_pipeline.lib.catalog import RAW_COLUMNS, load_usd_rates
 from fashion_pipeline.lib.paths import DataPaths
 
 BOT_NAME = "fashion_pipeline"
@@ -43,21 +43,7 @@ HTTPCACHE_EXPIRATION_SECS = 24 * 3600
 
 # --- output ----------------------------------------------------------------------------------------------
 FEED_EXPORT_ENCODING = "utf-8"
-FEED_EXPORT_FIELDS = [
-    "product_id",
-    "site",
-    "sku",
-    "name",
-    "url",
-    "image_url",
-    "image_path",
-    "price",
-    "currency",
-    "price_usd",
-    "price_note",
-    "category",
-    "crawled_at",
-]
+FEED_EXPORT_FIELDS = list(RAW_COLUMNS)  # the crawl output the catalog stage reads
 ITEM_PIPELINES = {
     "fashion_pipeline.crawl.pipelines.ValidationPipeline": 100,
     "fashion_pipeline.crawl.pipelines.PricePipeline": 200,
