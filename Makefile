@@ -9,6 +9,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
+# The MLflow UI otherwise starts 7 background job workers (about 270 MB each) that browsing never uses.
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := 0
 export YOLO_CONFIG_DIR := $(CURDIR)/.yolo_config
