@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -27,6 +28,10 @@ def test_training_run_is_tracked_registered_and_promoted(trained_models: Trained
     assert 0.0 <= run.data.metrics["accuracy"] <= 1.0
     assert {f"f1_{c}" for c in CATEGORIES} <= set(run.data.metrics)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1]
+    # `accuracy` is the validation accuracy of the kept model: what the asset reports and the gate compares.
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [0]
+    assert materialization_metadata(result, "garment_classifier")["accuracy"] == round(run.data.metrics["accuracy"], 4)
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/confusion_matrix.png", "plots/training_curves.png"}
 
@@ -85,44 +90,67 @@ def test_training_stayed_offline_and_left_no_stray_run(trained_models: TrainedMo
     assert {r.info.status for r in trained_models.runs_after_training} == {"FINISHED"}
 
 
-def test_gate_refuses_a_model_worse_than_the_champion(trained_models: TrainedModels) -> None:
-    """A new version scoring below the champion stays candidate; champion and published files stay put."""
-    from dataclasses import replace
+def test_gate_refuses_a_model_worse_than_the_champion(trained_models: TrainedModels, tmp_path: Path) -> None:
+    """A version scoring below the champion stays candidate; the champion and its published files stay.
 
+    Versions of the trained model are registered under a name of their own, so the session's registry
+    state that other tests read is left alone.
+    """
     target = tracking.TrackingTarget(trained_models.tracking_uri)
     tracking.configure(target)
     client = mlflow.MlflowClient(trained_models.tracking_uri)
-    champion = client.get_model_version_by_alias("garment-classifier", "champion")
-    champion_accuracy = client.get_run(champion.run_id).data.metrics["accuracy"]
-    published = (trained_models.paths.classifier_dir / "metadata.json").read_text()
+    trained = client.get_model_version_by_alias("garment-classifier", "champion")
+    accuracy = client.get_run(trained.run_id).data.metrics["accuracy"]  # the champion's score, read by the gate
+    name, published = "gate-test", tmp_path / "published"
 
-    # A second version of the same logged model, reported as scoring lower than the champion.
-    version = tracking.register(champion.source, "garment-classifier")
-    outcome = tracking.TrainingOutcome(
-        run_id=champion.run_id,
-        run_url="",
-        experiment_id="",
-        registered_model="garment-classifier",
-        version=version,
-        gate_metric="accuracy",
-        gate_value=champion_accuracy - 0.01,
-        metrics={},
-        model_dir=trained_models.paths.root / "unused",
-        data_version="",
-    )
-    decision = tracking.gate_champion(outcome, threshold=0.0, publish_to=trained_models.paths.classifier_dir)
+    def outcome(score: float) -> tracking.TrainingOutcome:
+        return tracking.TrainingOutcome(
+            run_id=trained.run_id,
+            run_url="",
+            experiment_id="",
+            registered_model=name,
+            version=tracking.register(trained.source, name),
+            gate_metric="accuracy",
+            gate_value=score,
+            metrics={},
+            model_dir=trained_models.paths.classifier_dir,
+            data_version="v",
+        )
 
-    assert not decision.passed
-    assert "worse than champion" in decision.reason
-    assert int(client.get_model_version_by_alias("garment-classifier", "champion").version) == int(champion.version)
-    assert int(client.get_model_version_by_alias("garment-classifier", "candidate").version) == version
-    assert (trained_models.paths.classifier_dir / "metadata.json").read_text() == published
+    first = tracking.gate_champion(outcome(accuracy), threshold=0.0, publish_to=published)
+    assert first.passed and first.champion_before is None
+    assert json.loads((published / "metadata.json").read_text())["registered_version"] == 1
+
+    worse = tracking.gate_champion(outcome(accuracy - 0.01), threshold=0.0, publish_to=published)
+    assert not worse.passed
+    assert "worse than champion v1" in worse.reason
+    assert int(client.get_model_version_by_alias(name, "champion").version) == 1
+    assert int(client.get_model_version_by_alias(name, "candidate").version) == 2
+    assert json.loads((published / "metadata.json").read_text())["registered_version"] == 1
+    assert client.get_model_version(name, "2").tags["champion_gate"] == worse.reason
 
     # The same score as the champion is "not worse": it passes and is published.
-    decision = tracking.gate_champion(
-        replace(outcome, gate_value=champion_accuracy, model_dir=trained_models.paths.classifier_dir),
-        threshold=0.0,
-        publish_to=trained_models.paths.root / "models" / "classifier_copy",
-    )
-    assert decision.passed
-    assert int(client.get_model_version_by_alias("garment-classifier", "champion").version) == version
+    same = tracking.gate_champion(outcome(accuracy), threshold=0.0, publish_to=published)
+    assert same.passed
+    assert int(client.get_model_version_by_alias(name, "champion").version) == 3
+    assert json.loads((published / "metadata.json").read_text())["registered_version"] == 3
+
+
+def test_batches_keep_one_shape_and_evaluation_padding_weighs_nothing(trained_models: TrainedModels) -> None:
+    """Every batch has the same shape (a new one retraces TensorFlow's step): training pads with repeats,
+    evaluation with weight-0 copies; the streamed path (for crops past memory) yields the same."""
+    from fashion_pipeline.lib import frameworks
+    from fashion_pipeline.lib.classifier import _streamed_batches, pad_to_batches
+
+    order, weights = pad_to_batches(10, 4, np.random.default_rng(0))
+    assert len(order) == 12 and set(order[:10]) == set(range(10)) and weights.tolist() == [1.0] * 12
+    order, weights = pad_to_batches(10, 4)
+    assert order[:10].tolist() == list(range(10)) and weights.tolist() == [1.0] * 10 + [0.0, 0.0]
+
+    crops = sorted(str(p) for p in (trained_models.paths.crops_dir / "validation").glob("*/*.jpg"))[:5]
+    labels = np.arange(5) % len(CATEGORIES)
+    batches = _streamed_batches(frameworks.keras(), crops, labels, 32, 2, train=False, seed=0)
+    assert len(batches) == 3
+    images, batch_labels, batch_weights = batches[2]
+    assert images.shape == (2, 32, 32, 3) and images.dtype == np.float32
+    assert batch_labels.tolist() == [labels[4], labels[0]] and batch_weights.tolist() == [1.0, 0.0]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -128,61 +127,74 @@ def read_manifest(path: Path) -> pd.DataFrame:
 
 
 def crops_data_version(manifest: pd.DataFrame) -> str:
-    """A short hash of what the model learns from: split, category and file name of every crop."""
-    rows = manifest.assign(file=manifest["crop_path"].map(lambda p: Path(p).name))
-    rows = rows[["split", "category", "file"]].sort_values(["split", "category", "file"])
+    """A short hash of what the model learns from: split, category, file name and byte size of every crop
+    (sizes, not contents, so hashing stays fast on the full dataset; a re-encoded crop changes its size)."""
+    rows = manifest.assign(
+        file=manifest["crop_path"].map(lambda p: Path(p).name),
+        bytes=manifest["crop_path"].map(lambda p: Path(p).stat().st_size),
+    )
+    rows = rows[["split", "category", "file", "bytes"]].sort_values(["split", "category", "file"])
     return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()[:16]
 
 
-# In-memory cache limit for decoded crops; past it, batches are decoded from disk every epoch.
-CACHE_BYTES = 4 * 1024**3
+# Crops up to this many decoded bytes are trained from memory; past it they stream from disk in batches.
+IN_MEMORY_BYTES = 4 * 1024**3
 
 
-def _batches(
+def load_crops(paths: Sequence[str], size: int) -> np.ndarray:
+    """(N, size, size, 3) uint8: every crop decoded and prepared once."""
+    images = np.zeros((len(paths), size, size, 3), np.uint8)
+    for i, path in enumerate(paths):
+        images[i] = prepare_image(load_image(path), size)
+    return images
+
+
+def pad_to_batches(
+    count: int, batch_size: int, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and weights making `count` samples a whole number of batches.
+
+    Every batch must have the same shape, because a new shape makes TensorFlow retrace the step (10+ s on
+    CPU). With `rng` (training) the gap is filled with randomly repeated samples at weight 1; without it
+    (evaluation) with copies at weight 0, so metrics stay exact.
+    """
+    missing = -count % batch_size if count else batch_size
+    weights = np.ones(count + missing, np.float32)
+    if rng is not None:
+        extra = rng.choice(count, missing) if count else np.zeros(missing, np.int64)
+    else:
+        extra = np.resize(np.arange(max(count, 1)), missing)
+        weights[count:] = 0.0
+    return np.concatenate([np.arange(count), extra]).astype(np.int64), weights
+
+
+def _streamed_batches(
     keras: Any, paths: Sequence[str], labels: np.ndarray, size: int, batch_size: int, train: bool, seed: int
 ) -> Any:
-    """A Keras PyDataset of (images float32 0-255, labels, weights); decoded crops cached when they fit.
+    """A Keras PyDataset of (images, labels, weights) decoded from disk per batch, for crops past memory.
 
-    Every batch has the same shape, because a new shape makes TensorFlow retrace the step (10+ s on CPU):
-    training drops the incomplete last batch (the shuffle changes which crops miss out), evaluation pads
-    it with weight-0 copies so metrics stay exact.
+    On the TensorFlow backend it runs as a tf.data generator, which pins glibc's mmap threshold at 128 KiB
+    for the whole process (TensorFlow's ApplyPython311MemoryPatch): torch code in the same process then
+    runs about 1.8x slower, so the small datasets of the embedded default are trained from memory instead.
     """
 
     class CropBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__()
-            self.order = np.arange(len(paths))
             self.rng = np.random.default_rng(seed)
-            fits = len(paths) * size * size * 3 <= CACHE_BYTES
-            self.cache = np.zeros((len(paths), size, size, 3), np.uint8) if fits else None
-            self.cached = np.zeros(len(paths), bool)
-            if train:
-                self.rng.shuffle(self.order)
+            self.on_epoch_end()
 
         def __len__(self) -> int:
-            if train:
-                return max(1, len(paths) // batch_size)
-            return math.ceil(len(paths) / batch_size)
-
-        def image(self, i: int) -> np.ndarray:
-            if self.cache is not None and self.cached[i]:
-                return self.cache[i]
-            array = prepare_image(load_image(paths[i]), size)
-            if self.cache is not None:
-                self.cache[i] = array
-                self.cached[i] = True
-            return array
+            return len(self.order) // batch_size
 
         def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            chosen = self.order[index * batch_size : (index + 1) * batch_size]
-            weights = np.ones(batch_size, np.float32)
-            if len(chosen) < batch_size:  # only the last evaluation batch, or a dataset under one batch
-                weights[len(chosen) :] = 0.0
-                chosen = np.resize(chosen, batch_size)
-            images = np.stack([self.image(i) for i in chosen]).astype(np.float32)
-            return images, labels[chosen], weights
+            chosen = slice(index * batch_size, (index + 1) * batch_size)
+            indices = self.order[chosen]
+            images = np.stack([prepare_image(load_image(paths[i]), size) for i in indices]).astype(np.float32)
+            return images, labels[indices], self.weights[chosen]
 
         def on_epoch_end(self) -> None:
+            self.order, self.weights = pad_to_batches(len(paths), batch_size, self.rng if train else None)
             if train:
                 self.rng.shuffle(self.order)
 
@@ -277,29 +289,53 @@ def train_classifier(
     train_labels = train["category"].map(index).to_numpy(np.int64)
     validation_labels = validation["category"].map(index).to_numpy(np.int64)
     size, batch = settings.input_size, settings.batch_size
-    train_data = _batches(keras, list(train["crop_path"]), train_labels, size, batch, True, settings.seed)
-    validation_data = _batches(keras, list(validation["crop_path"]), validation_labels, size, batch, False, 0)
+    train_paths, validation_paths = list(train["crop_path"]), list(validation["crop_path"])
+    in_memory = (len(train_paths) + len(validation_paths)) * size * size * 3 <= IN_MEMORY_BYTES
+    if in_memory:
+        rng = np.random.default_rng(settings.seed)
+        train_order, _ = pad_to_batches(len(train_paths), batch, rng)
+        validation_order, validation_weights = pad_to_batches(len(validation_paths), batch)
+        train_images = load_crops(train_paths, size)[train_order]
+        validation_images = load_crops(validation_paths, size)[validation_order]
+        train_data = {"x": train_images, "y": train_labels[train_order], "batch_size": batch, "shuffle": True}
+        validation_data = (validation_images, validation_labels[validation_order], validation_weights)
+        steps_per_epoch = len(train_order) // batch
+    else:
+        train_data = {"x": _streamed_batches(keras, train_paths, train_labels, size, batch, True, settings.seed)}
+        validation_data = _streamed_batches(keras, validation_paths, validation_labels, size, batch, False, 0)
+        steps_per_epoch = len(train_data["x"])
 
     model = build_model(settings)
-    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.epochs * len(train_data))
+    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.epochs * steps_per_epoch)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         weighted_metrics=["accuracy"],  # weighted: padding in the last validation batch counts 0
-        # XLA compilation of MobileNetV3 costs tens of seconds on CPU, more than it saves on a short run.
-        jit_compile=False,
     )
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=settings.patience, restore_best_weights=True
     )
     callbacks = [early_stopping]
     if on_epoch_end is not None:
-        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch_end(logs, e + 1)))
-    fit = model.fit(train_data, validation_data=validation_data, epochs=settings.epochs, callbacks=callbacks, verbose=2)
+        callbacks.append(
+            keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch_end(_epoch_metrics(logs), e + 1))
+        )
+    fit = model.fit(
+        **train_data,
+        validation_data=validation_data,
+        validation_batch_size=batch if in_memory else None,
+        epochs=settings.epochs,
+        callbacks=callbacks,
+        verbose=2,
+    )
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
     best_epoch = int(np.argmax(history["val_accuracy"])) + 1
 
-    probabilities = model.predict(validation_data, verbose=0)[: len(validation_labels)]  # drop padding
+    if in_memory:
+        probabilities = model.predict(validation_images, batch_size=batch, verbose=0)
+    else:
+        probabilities = model.predict(validation_data, verbose=0)
+    probabilities = probabilities[: len(validation_labels)]  # the padding comes last
     metrics, confusion = classification_metrics(validation_labels, probabilities.argmax(axis=1))
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save(model_dir / MODEL_FILE)
@@ -317,6 +353,11 @@ def train_classifier(
         model_dir / "metadata.json",
     )
     return TrainedClassifier(model, model_dir, history, metrics, confusion, best_epoch)
+
+
+def _epoch_metrics(logs: dict[str, float]) -> dict[str, float]:
+    """Keras' epoch logs with training metrics prefixed `train_`, so `accuracy` stays the validation figure."""
+    return {k if k.startswith("val_") or k == "learning_rate" else f"train_{k}": v for k, v in logs.items()}
 
 
 def classification_metrics(
@@ -373,6 +414,7 @@ def train_and_log(
         info = mlflow.keras.log_model(
             trained.model,
             name="model",
+            signature=_signature(settings.input_size),
             # Passing the requirements skips MLflow's 25-30 s subprocess that infers them (STACK.md trap 6).
             pip_requirements=[f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"],
             metadata=metadata,
@@ -393,6 +435,17 @@ def train_and_log(
         metrics={k: trained.metrics[k] for k in key} | {"best_epoch": trained.best_epoch},
         model_dir=trained.model_dir,
         data_version=data_version,
+    )
+
+
+def _signature(size: int) -> Any:
+    """(batch, size, size, 3) float32 0-255 RGB in, (batch, 5) class probabilities out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, size, size, 3), "image")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(CATEGORIES)), "category")]),
     )
 
 

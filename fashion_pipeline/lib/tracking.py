@@ -13,7 +13,7 @@ import shutil
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,6 @@ class TrainingOutcome:
     metrics: dict[str, float]  # key metrics for the asset's metadata
     model_dir: Path  # model files + metadata.json, ready to publish
     data_version: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ class ChampionDecision:
     metric: str
     value: float
     threshold: float
-    champion_version: int | None  # the champion before this decision
+    champion_before: int | None  # the champion's version before this decision
     champion_value: float | None
     champion_after: int | None
 
@@ -232,7 +231,7 @@ def gate_champion(
         metric=name,
         value=value,
         threshold=threshold,
-        champion_version=champion_version,
+        champion_before=champion_version,
         champion_value=champion_value,
         champion_after=outcome.version if passed else champion_version,
     )

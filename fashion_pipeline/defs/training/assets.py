@@ -92,7 +92,7 @@ def _result(
                 description=decision.reason,
                 metadata={
                     "threshold": decision.threshold,
-                    "champion_before": decision.champion_version or 0,
+                    "champion_before": decision.champion_before or 0,
                     "champion_after": decision.champion_after or 0,
                     "champion_path": dg.MetadataValue.path(str(path)),
                 },
