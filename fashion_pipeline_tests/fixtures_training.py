@@ -138,7 +138,7 @@ def trained_models(tiny_dataset: DataPaths, tmp_path_factory: pytest.TempPathFac
     from mlflow.utils.autologging_utils import AUTOLOGGING_INTEGRATIONS, autologging_is_disabled
 
     autolog_on = [name for name in AUTOLOGGING_INTEGRATIONS if not autologging_is_disabled(name)]
-    client = mlflow.MlflowClient(tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
     experiment = client.get_experiment_by_name("fashion-pipeline")
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
     return TrainedModels(

@@ -29,6 +29,9 @@ EXPECTED_CHECKS = {
     ("garment_items", "no_empty_category"),
     ("garment_crops", "crops_match_items"),
     ("yolo_dataset", "labels_valid"),
+    ("garment_classifier", "champion_gate"),
+    ("garment_detector", "champion_gate"),
+    ("knn_index", "index_matches_catalog_and_model"),
 }
 
 

@@ -17,7 +17,7 @@ from fashion_pipeline_tests.fixtures_training import TrainedModels, materializat
 def test_training_run_is_tracked_registered_and_promoted(trained_models: TrainedModels) -> None:
     result = trained_models.classifier_result
     assert result.success
-    client = mlflow.MlflowClient(trained_models.tracking_uri)
+    client = mlflow.MlflowClient(trained_models.tracking_uri, registry_uri=trained_models.tracking_uri)
     run = client.get_run(run_id_of(result, "garment_classifier"))
 
     assert run.info.status == "FINISHED"
@@ -72,6 +72,7 @@ def test_published_model_embeds_the_same_image_the_same_way(trained_models: Trai
     import mlflow.keras
 
     mlflow.set_tracking_uri(trained_models.tracking_uri)
+    mlflow.set_registry_uri(trained_models.tracking_uri)
     registered = mlflow.keras.load_model("models:/garment-classifier@champion")
     np.testing.assert_allclose(GarmentEmbedder(registered, embedder.metadata).embed(images), first, atol=1e-5)
 
@@ -98,7 +99,7 @@ def test_gate_refuses_a_model_worse_than_the_champion(trained_models: TrainedMod
     """
     target = tracking.TrackingTarget(trained_models.tracking_uri)
     tracking.configure(target)
-    client = mlflow.MlflowClient(trained_models.tracking_uri)
+    client = mlflow.MlflowClient(trained_models.tracking_uri, registry_uri=trained_models.tracking_uri)
     trained = client.get_model_version_by_alias("garment-classifier", "champion")
     accuracy = client.get_run(trained.run_id).data.metrics["accuracy"]  # the champion's score, read by the gate
     name, published = "gate-test", tmp_path / "published"

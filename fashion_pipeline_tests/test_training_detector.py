@@ -23,7 +23,7 @@ from fashion_pipeline_tests.fixtures_training import (
 def test_training_run_is_tracked_exported_and_promoted(trained_models: TrainedModels) -> None:
     result = trained_models.detector_result
     assert result.success
-    client = mlflow.MlflowClient(trained_models.tracking_uri)
+    client = mlflow.MlflowClient(trained_models.tracking_uri, registry_uri=trained_models.tracking_uri)
     run = client.get_run(run_id_of(result, "garment_detector"))
 
     assert run.info.status == "FINISHED"
@@ -116,7 +116,7 @@ def test_detections_are_mapped_back_through_the_letterbox(tmp_path: Path) -> Non
 
 
 def test_gate_below_threshold_keeps_the_champion(trained_models: TrainedModels) -> None:
-    client = mlflow.MlflowClient(trained_models.tracking_uri)
+    client = mlflow.MlflowClient(trained_models.tracking_uri, registry_uri=trained_models.tracking_uri)
     champion_before = int(client.get_model_version_by_alias("garment-detector", "champion").version)
     published = (trained_models.paths.detector_dir / "metadata.json").read_text()
 

@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sites", default=os.environ.get("FASHION_DEMO_SITES", DEFAULT_DEMO_SITES),
                         help="comma-separated catalog_raw partitions to crawl (default: demo_shop)")  # fmt: skip
     parser.add_argument("--skip-materialize", action="store_true", help="only start the UIs on what exists")
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train both models again even when champions exist (a worse model fails its champion_gate)",
+    )
     parser.add_argument("--no-ui", action="store_true", help="materialize, then exit without starting the UIs")
 
 
@@ -49,18 +54,35 @@ def prepare_environment() -> Path:
     return home
 
 
-def materialize_all(sites: list[str]) -> None:
+# Assets that train a model: rerunning them cannot replace a better champion (the gate blocks), so a
+# second `make demo` keeps the champions instead of spending ten minutes to fail the gate.
+TRAINING_ASSETS = {"garment_classifier": "classifier_dir", "garment_detector": "detector_dir"}
+
+
+def materialize_all(sites: list[str], retrain: bool = False) -> None:
     """Materialize the whole graph in dependency order, partitioned assets once per requested partition."""
     import dagster as dg
 
     from fashion_pipeline.definitions import defs
+    from fashion_pipeline.lib.paths import DataPaths
+
+    data = DataPaths.from_env()
+    keep = {name for name, folder in TRAINING_ASSETS.items() if (getattr(data, folder) / "metadata.json").exists()}
+    if keep and not retrain:
+        print(f"==> keeping the existing champions ({', '.join(sorted(keep))}); --retrain trains again", flush=True)
+    else:
+        keep = set()
 
     instance = dg.DagsterInstance.get()
     graph = defs.resolve_asset_graph()
     job_assets = list(defs.assets or [])
     # Three runs: what needs no crawl (dataset, training), the crawl per site, then what follows the crawl.
     # Jobs cannot mix partitioned and unpartitioned assets, so the crawl runs on its own.
-    keys = [key for key in graph.toposorted_asset_keys if graph.get(key).is_materializable]
+    keys = [
+        key
+        for key in graph.toposorted_asset_keys
+        if graph.get(key).is_materializable and key.to_user_string() not in keep
+    ]
     partitioned = [key for key in keys if graph.get(key).partitions_def is not None]
     after_crawl = set()
     for key in keys:
@@ -175,7 +197,7 @@ def start_services(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     prepare_environment()
     if not args.skip_materialize:
-        materialize_all([s.strip() for s in args.sites.split(",") if s.strip()])
+        materialize_all([s.strip() for s in args.sites.split(",") if s.strip()], retrain=args.retrain)
     if args.no_ui:
         return 0
     return start_services(args)
