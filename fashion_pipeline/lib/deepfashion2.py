@@ -21,6 +21,8 @@ import imagesize
 import orjson
 import pandas as pd
 
+from fashion_pipeline.lib.categories import DF2_CATEGORY_NAMES
+
 SPLITS = ("train", "validation")
 DF2_CATEGORY_IDS = frozenset(range(1, 14))
 
@@ -292,7 +294,7 @@ def read_coco(json_path: Path, image_dir: Path, split: str) -> tuple[pd.DataFram
             continue
         image_id = Path(image["file_name"]).stem
         items_per_image[image_id] += 1
-        item["category_name"] = _df2_name(int(annotation["category_id"]))
+        item["category_name"] = DF2_CATEGORY_NAMES.get(int(annotation["category_id"]), "")
         _append_item(
             columns,
             item,
@@ -308,12 +310,6 @@ def read_coco(json_path: Path, image_dir: Path, split: str) -> tuple[pd.DataFram
         )
         report.items_kept += 1
     return _frame(columns), report
-
-
-def _df2_name(category_id: int) -> str:
-    from fashion_pipeline.lib.categories import DF2_CATEGORY_NAMES
-
-    return DF2_CATEGORY_NAMES.get(category_id, "")
 
 
 def read_deepfashion2(root: Path, workers: int | None = None) -> tuple[pd.DataFrame, MergeReport]:
