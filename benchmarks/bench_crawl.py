@@ -27,8 +27,9 @@ from parsel import Selector
 
 from fashion_pipeline.crawl.runner import crawl_site
 from fashion_pipeline.crawl.settings import CHROMIUM_ARGS, chromium_executable
-from fashion_pipeline.lib.catalog import RAW_PRODUCTS_FILE, load_sites, read_raw_products
-from fashion_pipeline.lib.demo_shop import build_demo_shop, make_stand_in_items, serve_directory
+from fashion_pipeline.lib.catalog.catalog import RAW_PRODUCTS_FILE, load_sites, read_raw_products
+from fashion_pipeline.lib.samples.demo_shop import build_demo_shop, make_stand_in_items
+from fashion_pipeline.lib.samples.demo_shop_site import serve_directory
 
 
 def crawl_with_scrapy(shop_root: Path, work: Path) -> dict:

@@ -1,6 +1,6 @@
 """Catalog embedding throughput (images/s): the pipeline's batched path against one-image-at-a-time `predict`.
 
-The model is the demo classifier's architecture (`classifier.build_model`, MobileNetV3Small at 128 px by
+The model is the demo classifier's architecture (`classifier_model.build_model`, MobileNetV3Small at 128 px by
 default) built with weights=None, so nothing is downloaded; speed does not depend on the weights. Images
 are generated product photos written as JPEG files, so the pipeline rows include reading, hashing and
 decoding, as `catalog_embeddings` does.
@@ -32,10 +32,13 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fashion_pipeline.lib import classifier, embeddings
-from fashion_pipeline.lib.categories import CATEGORIES
-from fashion_pipeline.lib.frameworks import DEFAULT_THREADS
-from fashion_pipeline.lib.images import load_image
+from fashion_pipeline.lib.common import frameworks
+from fashion_pipeline.lib.common.categories import CATEGORIES
+from fashion_pipeline.lib.common.frameworks import DEFAULT_THREADS
+from fashion_pipeline.lib.common.images import load_image
+from fashion_pipeline.lib.retrieval import embeddings
+from fashion_pipeline.lib.training import classifier_model
+from fashion_pipeline.lib.training.embedder import GarmentEmbedder
 
 
 def generate_products(folder: Path, n: int, seed: int = 0) -> pd.DataFrame:
@@ -75,20 +78,20 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "embed.json")
     args = parser.parse_args()
 
-    settings = classifier.settings_for(
+    settings = classifier_model.settings_for(
         "demo", architecture=args.architecture, pretrained="none", input_size=args.input_size
     )
-    model = classifier.build_model(settings)
-    dim = int(model.get_layer(classifier.EMBEDDING_LAYER).output.shape[-1])
+    model = classifier_model.build_model(settings)
+    dim = int(model.get_layer(classifier_model.EMBEDDING_LAYER).output.shape[-1])
     metadata = {
         "registered_version": 1,
         "classes": list(CATEGORIES),
         "input_size": args.input_size,
         "embedding_dim": dim,
     }
-    embedder = classifier.GarmentEmbedder(model, metadata)
-    keras = classifier.frameworks.keras()
-    embedding_model = keras.Model(model.inputs, model.get_layer(classifier.EMBEDDING_LAYER).output)
+    embedder = GarmentEmbedder(model, metadata)
+    keras = frameworks.keras()
+    embedding_model = keras.Model(model.inputs, model.get_layer(classifier_model.EMBEDDING_LAYER).output)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_embed_") as tmp:
@@ -96,7 +99,7 @@ def main() -> int:
         few = products["image_path"].tolist()[: args.baseline_images]
         # Warm up every path at the batch shapes it will see: the first call per shape builds a graph.
         embedding_model.predict(
-            classifier.prepare_image(load_image(few[0]), args.input_size)[None].astype(np.float32), verbose=0
+            classifier_model.prepare_image(load_image(few[0]), args.input_size)[None].astype(np.float32), verbose=0
         )
         embedder.embed([load_image(few[0])])
         embedder.embed([load_image(few[0])] * args.batch_size)
@@ -105,7 +108,7 @@ def main() -> int:
 
         def predict_each() -> None:
             for path in few:
-                x = classifier.prepare_image(load_image(path), args.input_size)[None].astype(np.float32)
+                x = classifier_model.prepare_image(load_image(path), args.input_size)[None].astype(np.float32)
                 embedding_model.predict(x, verbose=0)
 
         def embed_each() -> None:

@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fashion_pipeline.lib import knn
-from fashion_pipeline.lib.frameworks import DEFAULT_THREADS
+from fashion_pipeline.lib.common.frameworks import DEFAULT_THREADS
+from fashion_pipeline.lib.retrieval import knn
 
 
 def time_queries(search, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -108,7 +108,7 @@ def baseline_merge(root: Path) -> int:
 
 
 def ours_merge(root: Path) -> int:
-    from fashion_pipeline.lib.deepfashion2 import read_deepfashion2
+    from fashion_pipeline.lib.deepfashion2.reader import read_deepfashion2
 
     df, report = read_deepfashion2(root)
     assert report.skipped_total == 0, report.skipped

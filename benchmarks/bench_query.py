@@ -1,9 +1,9 @@
 """End-to-end query latency: photo bytes -> detect -> crop -> embed -> k-NN -> products, p50/p95 on 2 cores.
 
-Ours: `lib.recommend.Recommender.recommend_bytes` as the app runs it: the ONNX detector (onnxruntime, one
-thread), the Keras embedding model once per photo on all crops (`predict_on_batch`), and the catalog's
-k-NN index (`knn.build_index(backend="auto")`, loaded with `knn.load_index`, as knn_index writes it),
-with one BLAS thread as `fashion-pipeline serve` sets it.
+Ours: `lib.retrieval.recommender.Recommender.recommend_bytes` as the app runs it: the ONNX detector
+(onnxruntime, one thread), the Keras embedding model once per photo on all crops (`predict_on_batch`), and
+the catalog's k-NN index (`knn.build_index(backend="auto")`, loaded with `knn.load_index`, as knn_index
+writes it), with one BLAS thread as `fashion-pipeline serve` sets it.
 
 Baseline, in the same process and run: the original project's way: Ultralytics `YOLO.predict` (PyTorch),
 then Keras `model.predict` once per crop, then a scikit-learn brute-force `NearestNeighbors` freshly
@@ -17,7 +17,7 @@ photo (the same for both); a trained detector's few candidates make its post-pro
 candidates are thresholded high for both. Every query searches one index of `--products` vectors
 (synthetic, clustered like real embeddings): conservative, since a real catalog spreads over 5 categories.
 
-Photos: ../shared/data/real/seed-demo-photos (JPEG, WebP, PNG, JFIF), decoded by lib.images in both.
+Photos: ../shared/data/real/seed-demo-photos (JPEG, WebP, PNG, JFIF), decoded by lib.common.images in both.
 
     .venv/bin/python benchmarks/bench_query.py                      # demo profile, 10k and 100k
     .venv/bin/python benchmarks/bench_query.py --profile full       # 640 px detector, MobileNetV3Large 224
@@ -51,11 +51,14 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from fashion_pipeline.lib import classifier, detector, frameworks, knn  # noqa: E402
-from fashion_pipeline.lib.categories import CATEGORIES  # noqa: E402
-from fashion_pipeline.lib.images import load_image  # noqa: E402
-from fashion_pipeline.lib.paths import DataPaths  # noqa: E402
-from fashion_pipeline.lib.recommend import Recommender  # noqa: E402
+from fashion_pipeline.lib.common import frameworks  # noqa: E402
+from fashion_pipeline.lib.common.categories import CATEGORIES  # noqa: E402
+from fashion_pipeline.lib.common.images import load_image  # noqa: E402
+from fashion_pipeline.lib.common.paths import DataPaths  # noqa: E402
+from fashion_pipeline.lib.retrieval import knn  # noqa: E402
+from fashion_pipeline.lib.retrieval.recommender import Recommender  # noqa: E402
+from fashion_pipeline.lib.training import classifier_model, detector, detector_training  # noqa: E402
+from fashion_pipeline.lib.training.embedder import load_embedder  # noqa: E402
 
 PHOTOS = REPO.parent / "shared" / "data" / "real" / "seed-demo-photos"
 CATEGORY = "shirt"
@@ -75,8 +78,8 @@ class Models:
 # --- models ---------------------------------------------------------------------------------------------
 def build_untrained_models(profile: str, work: Path) -> Models:
     """yolo11n (5 classes) exported to ONNX and a MobileNetV3 classifier, random weights, no download."""
-    detector_settings = detector.settings_for(profile, pretrained="none")
-    classifier_settings = classifier.settings_for(profile, pretrained="none")
+    detector_settings = detector_training.settings_for(profile, pretrained="none")
+    classifier_settings = classifier_model.settings_for(profile, pretrained="none")
     frameworks.ultralytics()
     from ultralytics import YOLO
 
@@ -86,7 +89,7 @@ def build_untrained_models(profile: str, work: Path) -> Models:
     yaml_path.write_text(yaml.safe_dump(cfg))
     detector_dir = work / "detector"
     detector_dir.mkdir()
-    weights = detector_dir / detector.WEIGHTS_FILE
+    weights = detector_dir / detector_training.WEIGHTS_FILE
     YOLO(str(yaml_path)).save(str(weights))
     # Exported from the saved weights, so the ONNX file lands beside them and not in the working directory.
     exported = YOLO(str(weights)).export(
@@ -104,26 +107,28 @@ def build_untrained_models(profile: str, work: Path) -> Models:
 
     classifier_dir = work / "classifier"
     classifier_dir.mkdir()
-    model = classifier.build_model(classifier_settings)
-    model.save(classifier_dir / classifier.MODEL_FILE)
-    embedding_dim = int(model.get_layer(classifier.EMBEDDING_LAYER).output.shape[-1])
+    model = classifier_model.build_model(classifier_settings)
+    model.save(classifier_dir / classifier_model.MODEL_FILE)
+    embedding_dim = int(model.get_layer(classifier_model.EMBEDDING_LAYER).output.shape[-1])
     metadata = {
         "classes": list(CATEGORIES),
         "input_size": classifier_settings.input_size,
         "embedding_dim": embedding_dim,
-        "model_file": classifier.MODEL_FILE,
-        "embedding_layer": classifier.EMBEDDING_LAYER,
+        "model_file": classifier_model.MODEL_FILE,
+        "embedding_layer": classifier_model.EMBEDDING_LAYER,
         "registered_version": 1,
     }
     (classifier_dir / "metadata.json").write_text(json.dumps(metadata))
-    return Models(detector_dir, classifier_dir, str(detector_dir / detector.WEIGHTS_FILE), trained=False)
+    return Models(detector_dir, classifier_dir, str(detector_dir / detector_training.WEIGHTS_FILE), trained=False)
 
 
 def champion_models(paths: DataPaths) -> Models:
     for folder in (paths.detector_dir, paths.classifier_dir):
         if not (folder / "metadata.json").exists():
             raise SystemExit(f"--models data: {folder} has no metadata.json; materialize the models first")
-    return Models(paths.detector_dir, paths.classifier_dir, str(paths.detector_dir / detector.WEIGHTS_FILE), True)
+    return Models(
+        paths.detector_dir, paths.classifier_dir, str(paths.detector_dir / detector_training.WEIGHTS_FILE), True
+    )
 
 
 def fixed_boxes(width: int, height: int) -> list[tuple[float, float, float, float]]:
@@ -225,7 +230,7 @@ class OriginalPipeline:
         self.yolo_size = int(metadata["input_size"])
         classifier_metadata = json.loads((models.classifier_dir / "metadata.json").read_text())
         full = keras.models.load_model(models.classifier_dir / classifier_metadata["model_file"], compile=False)
-        self.embedding_model = keras.Model(full.inputs, full.get_layer(classifier.EMBEDDING_LAYER).output)
+        self.embedding_model = keras.Model(full.inputs, full.get_layer(classifier_model.EMBEDDING_LAYER).output)
         self.input_size = int(classifier_metadata["input_size"])
         self.pickle_path = pickle_path
         self.products = products
@@ -239,7 +244,7 @@ class OriginalPipeline:
         answers = []
         for box in fixed_boxes(*image.size):
             crop = image.crop(tuple(int(v) for v in box))
-            x = classifier.prepare_image(crop, self.input_size)[None].astype(np.float32)
+            x = classifier_model.prepare_image(crop, self.input_size)[None].astype(np.float32)
             embedding = self.embedding_model.predict(x, verbose=0)  # (1, D), one call per crop
             distances, rows = index.kneighbors(embedding, n_neighbors=k)
             found = self.products.iloc[rows[0]].assign(score=1 - distances[0])
@@ -261,7 +266,7 @@ def time_baseline(pipeline: OriginalPipeline, photos: list[bytes], queries: int,
 # --- main -----------------------------------------------------------------------------------------------
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="demo", choices=sorted(detector.PROFILES), help="model sizes")
+    parser.add_argument("--profile", default="demo", choices=sorted(detector_training.PROFILES), help="model sizes")
     parser.add_argument("--models", default="untrained", help="'untrained' (built here) or 'data' (champions)")
     parser.add_argument("--products", default="10000,100000", help="index sizes, comma-separated")
     parser.add_argument("--queries", type=int, default=40, help="timed queries of ours per size")
@@ -284,7 +289,7 @@ def main() -> int:
             models = build_untrained_models(args.profile, work)
         confidence = 0.25 if models.trained else UNTRAINED_CONFIDENCE
         onnx_detector = detector.load_detector(models.detector_dir)
-        embedder = classifier.load_embedder(models.classifier_dir)
+        embedder = load_embedder(models.classifier_dir)
         model_info = {
             "trained": models.trained,
             "detector_input": onnx_detector.input_size,

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from fashion_pipeline.crawl.settings import chromium_executable
-from fashion_pipeline.lib.demo_shop import DemoShop, QuietHandler, build_demo_shop, make_stand_in_items
+from fashion_pipeline.lib.samples.demo_shop import DemoShop, build_demo_shop, make_stand_in_items
+from fashion_pipeline.lib.samples.demo_shop_site import QuietHandler
 
 # Small pages so a 20-product shop still paginates (and its JavaScript category has two pages).
 TEST_PER_PAGE = 3

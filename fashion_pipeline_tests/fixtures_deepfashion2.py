@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fashion_pipeline.lib.paths import DataPaths
+from fashion_pipeline.lib.common.paths import DataPaths
 
 TINY_IMAGES = 80
 TINY_SEED = 7

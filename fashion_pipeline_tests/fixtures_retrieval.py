@@ -1,9 +1,9 @@
 """Fixtures for the retrieval stage: fake models with the real interfaces, and a tiny world they understand.
 
 - `HistogramEmbedder` embeds an image as its square-rooted 4x4x4 RGB histogram (64-d, unit rows), with
-  the `version`, `embedding_dim` and `embed` of `lib.classifier.GarmentEmbedder`; it counts what it embeds.
+  the `version`, `embedding_dim` and `embed` of `lib.training.embedder.GarmentEmbedder`; it counts what it embeds.
 - `PatchDetector` finds the solid colour patches of `retrieval_world` images (each colour belongs to one
-  garment identity and category), like `lib.detector.GarmentDetector.detect`. An image whose top-left
+  garment identity and category), like `lib.training.detector.GarmentDetector.detect`. An image whose top-left
   pixel is black hides its garments from it: a detector miss.
 - `retrieval_world` writes a DeepFashion2-like validation split (user and shop photos, pairs, styles, a
   style-0 item, an unanswerable user item, one photo the detector misses), `garment_items.parquet`, a
@@ -22,8 +22,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fashion_pipeline.lib.categories import CATEGORY_MAP
-from fashion_pipeline.lib.paths import DataPaths
+from fashion_pipeline.lib.common.categories import CATEGORY_MAP
+from fashion_pipeline.lib.common.paths import DataPaths
 
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
@@ -276,8 +276,8 @@ def _product(site: str, sku: str, category: str, image_path: Path | None, price:
 
 def demo_shop_catalog(items: pd.DataFrame, paths: DataPaths) -> pd.DataFrame:
     """products.parquet of one demo-shop product per validation shop item (its crop as the product photo)."""
-    from fashion_pipeline.lib.images import load_image
-    from fashion_pipeline.lib.retrieval_eval import crop_item, demo_shop_sku
+    from fashion_pipeline.lib.common.images import load_image
+    from fashion_pipeline.lib.retrieval.retrieval_eval import crop_item, demo_shop_sku
 
     shop = items[(items["split"] == "validation") & (items["source"] == "shop") & (items["style"] > 0)]
     rows = []

@@ -1,7 +1,8 @@
 """Fixtures for the recommender, the app and the CLI: fake models over a tiny real catalog and k-NN index.
 
-The fakes implement the detector and embedder interfaces of lib/detector.py and lib/classifier.py with
-colour rules, so a test knows exactly which garment a photo holds and which product must come back:
+The fakes implement the detector and embedder interfaces of lib/training/detector.py and
+lib/training/embedder.py with colour rules, so a test knows exactly which garment a photo holds and which
+product must come back:
 
 - `ColourDetector` finds saturated colour patches: red = shirt, blue = short, green = skirt, magenta =
   dress, orange = outwear. A grey or greyscale photo has no garment.
@@ -30,10 +31,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fashion_pipeline.lib.categories import CATEGORIES
-from fashion_pipeline.lib.knn import build_index, load_indexes
-from fashion_pipeline.lib.paths import DataPaths
-from fashion_pipeline.lib.recommend import Recommender
+from fashion_pipeline.lib.common.categories import CATEGORIES
+from fashion_pipeline.lib.common.paths import DataPaths
+from fashion_pipeline.lib.retrieval.knn import build_index, load_indexes
+from fashion_pipeline.lib.retrieval.recommender import Recommender
 
 EMBEDDER_VERSION = 3
 DETECTOR_VERSION = 2
@@ -368,7 +369,8 @@ def build_tiny_real_models(paths: DataPaths) -> None:
 
     import yaml
 
-    from fashion_pipeline.lib import classifier, detector, frameworks
+    from fashion_pipeline.lib.common import frameworks
+    from fashion_pipeline.lib.training import classifier_model, detector, detector_training
 
     frameworks.ultralytics()
     import ultralytics
@@ -379,7 +381,7 @@ def build_tiny_real_models(paths: DataPaths) -> None:
     cfg["nc"] = len(CATEGORIES)
     yaml_path = paths.detector_dir / "yolo11n.yaml"  # the file name carries the scale: n
     yaml_path.write_text(yaml.safe_dump(cfg))
-    weights = paths.detector_dir / detector.WEIGHTS_FILE
+    weights = paths.detector_dir / detector_training.WEIGHTS_FILE
     YOLO(str(yaml_path)).save(str(weights))
     exported = YOLO(str(weights)).export(format="onnx", imgsz=64, simplify=False, device="cpu", verbose=False)
     if Path(exported).resolve() != (paths.detector_dir / detector.ONNX_FILE).resolve():
@@ -388,14 +390,16 @@ def build_tiny_real_models(paths: DataPaths) -> None:
         json.dumps({"classes": list(CATEGORIES), "input_size": 64, "registered_version": 4})
     )
 
-    settings = classifier.ClassifierSettings(architecture="small", pretrained="none", input_size=32, augment=False)
-    model = classifier.build_model(settings)
+    settings = classifier_model.ClassifierSettings(
+        architecture="small", pretrained="none", input_size=32, augment=False
+    )
+    model = classifier_model.build_model(settings)
     paths.classifier_dir.mkdir(parents=True, exist_ok=True)
-    model.save(paths.classifier_dir / classifier.MODEL_FILE)
+    model.save(paths.classifier_dir / classifier_model.MODEL_FILE)
     metadata = {
         "classes": list(CATEGORIES),
         "input_size": 32,
-        "embedding_dim": int(model.get_layer(classifier.EMBEDDING_LAYER).output.shape[-1]),
+        "embedding_dim": int(model.get_layer(classifier_model.EMBEDDING_LAYER).output.shape[-1]),
         "registered_version": REAL_MODEL_VERSION,
     }
     (paths.classifier_dir / "metadata.json").write_text(json.dumps(metadata))
@@ -404,8 +408,8 @@ def build_tiny_real_models(paths: DataPaths) -> None:
 @pytest.fixture(scope="session")
 def tiny_real_catalog(tmp_path_factory, serving_shop) -> ServingCatalog:
     """The fake catalog, embedded by a real (untrained) classifier into real indexes, beside real models."""
-    from fashion_pipeline.lib.classifier import load_embedder
-    from fashion_pipeline.lib.images import load_image
+    from fashion_pipeline.lib.common.images import load_image
+    from fashion_pipeline.lib.training.embedder import load_embedder
 
     shop_url, shop_root = serving_shop
     catalog = write_catalog(tmp_path_factory.mktemp("real_models_data"), shop_url, shop_root)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fashion_pipeline.lib.paths import DataPaths
+from fashion_pipeline.lib.common.paths import DataPaths
 
 # One epoch on a handful of small images: enough to exercise every step, not to learn anything.
 CLASSIFIER_TINY = {"architecture": "small", "input_size": 64, "epochs": 1, "batch_size": 16}

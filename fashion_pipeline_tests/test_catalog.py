@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fashion_pipeline.lib.catalog import (
+from fashion_pipeline.lib.catalog.catalog import (
     CATALOG_COLUMNS,
     RAW_COLUMNS,
     DuplicateImageFinder,
@@ -20,16 +20,15 @@ from fashion_pipeline.lib.catalog import (
     load_sites,
     merge_catalog,
 )
-from fashion_pipeline.lib.demo_shop import (
-    ROBOTS_TXT,
+from fashion_pipeline.lib.common.images import load_image
+from fashion_pipeline.lib.samples.demo_shop import (
     DemoShop,
     build_demo_shop,
     make_stand_in_items,
     select_shop_items,
-    serve_directory,
     sku_for,
 )
-from fashion_pipeline.lib.images import load_image
+from fashion_pipeline.lib.samples.demo_shop_site import ROBOTS_TXT, serve_directory
 
 
 @pytest.mark.parametrize(

@@ -13,10 +13,10 @@ from fashion_pipeline.defs.catalog import defs as catalog_defs
 from fashion_pipeline.defs.catalog.assets import catalog_images, catalog_raw, product_catalog
 from fashion_pipeline.defs.catalog.schedules import daily_recrawl, report_failed_runs
 from fashion_pipeline.defs.resources import DataPathsResource
-from fashion_pipeline.lib.atomic import write_parquet
-from fashion_pipeline.lib.catalog import CATALOG_COLUMNS
-from fashion_pipeline.lib.demo_shop import DemoShop, make_stand_in_items
-from fashion_pipeline.lib.paths import DataPaths
+from fashion_pipeline.lib.catalog.catalog import CATALOG_COLUMNS
+from fashion_pipeline.lib.common.atomic import write_parquet
+from fashion_pipeline.lib.common.paths import DataPaths
+from fashion_pipeline.lib.samples.demo_shop import DemoShop, make_stand_in_items
 from fashion_pipeline_tests.fixtures_catalog import require_chromium
 
 CATALOG = dg.AssetKey("product_catalog")

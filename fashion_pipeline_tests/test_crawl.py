@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fashion_pipeline.crawl.runner import CrawlFailed, crawl_site
-from fashion_pipeline.lib.catalog import (
+from fashion_pipeline.lib.catalog.catalog import (
     CRAWL_REPORT_FILE,
     RAW_PRODUCTS_FILE,
     CrawlReport,
@@ -17,8 +17,9 @@ from fashion_pipeline.lib.catalog import (
     load_usd_rates,
     read_raw_products,
 )
-from fashion_pipeline.lib.demo_shop import DEFAULT_PUBLIC_URL, DemoShop, make_stand_in_items, serve_directory
-from fashion_pipeline.lib.images import load_image
+from fashion_pipeline.lib.common.images import load_image
+from fashion_pipeline.lib.samples.demo_shop import DEFAULT_PUBLIC_URL, DemoShop, make_stand_in_items
+from fashion_pipeline.lib.samples.demo_shop_site import serve_directory
 from fashion_pipeline_tests.fixtures_catalog import FAST_CRAWL_SETTINGS, faulty_shop_handler, require_chromium
 
 

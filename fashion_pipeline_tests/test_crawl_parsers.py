@@ -15,7 +15,7 @@ from fashion_pipeline.crawl.pipelines import validation_problem
 from fashion_pipeline.crawl.spiders.amazon import AmazonSpider
 from fashion_pipeline.crawl.spiders.darveys import DarveysSpider
 from fashion_pipeline.crawl.spiders.demo_shop import DemoShopSpider
-from fashion_pipeline.lib.prices import parse_price
+from fashion_pipeline.lib.catalog.prices import parse_price
 
 AMAZON = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / "amazon-html"
 

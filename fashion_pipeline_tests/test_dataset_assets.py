@@ -13,9 +13,9 @@ import yaml
 
 from fashion_pipeline.defs.deepfashion2 import assets
 from fashion_pipeline.defs.resources import DataPathsResource
-from fashion_pipeline.lib.categories import CATEGORIES, CATEGORY_MAP
-from fashion_pipeline.lib.deepfashion2 import ANNOTATION_COLUMNS
-from fashion_pipeline.lib.paths import DataPaths
+from fashion_pipeline.lib.common.categories import CATEGORIES, CATEGORY_MAP
+from fashion_pipeline.lib.common.paths import DataPaths
+from fashion_pipeline.lib.deepfashion2.reader import ANNOTATION_COLUMNS
 
 
 def test_annotations_hold_every_generated_item(tiny_dataset: DataPaths) -> None:

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fashion_pipeline.lib import crops, deepfashion2, yolo_format
-from fashion_pipeline.lib.categories import CATEGORIES, CATEGORY_MAP, load_category_map
+from fashion_pipeline.lib.common.categories import CATEGORIES, CATEGORY_MAP, load_category_map
+from fashion_pipeline.lib.deepfashion2 import crops, reader, yolo_format
 
 
 def _item(category_id: int, box: list[float], style: int = 1) -> dict:
@@ -71,8 +71,8 @@ def hand_built_root(tmp_path: Path) -> Path:
 
 
 def test_merge_keeps_good_items_exactly(hand_built_root: Path) -> None:
-    df, report = deepfashion2.read_deepfashion2(hand_built_root)
-    assert list(df.columns) == deepfashion2.ANNOTATION_COLUMNS
+    df, report = reader.read_deepfashion2(hand_built_root)
+    assert list(df.columns) == reader.ANNOTATION_COLUMNS
     rows = (
         df.sort_values(["split", "image_id", "item_index"])[
             ["split", "image_id", "item_index", "source", "pair_id", "category_id", "style", "x1", "y2", "image_width"]
@@ -98,23 +98,23 @@ def test_merge_keeps_good_items_exactly(hand_built_root: Path) -> None:
 
 
 def test_missing_or_empty_root_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(deepfashion2.DeepFashion2RootError, match=r"FASHION_DF2_ROOT=.*does not exist"):
-        deepfashion2.read_deepfashion2(tmp_path / "nowhere")
+    with pytest.raises(reader.DeepFashion2RootError, match=r"FASHION_DF2_ROOT=.*does not exist"):
+        reader.read_deepfashion2(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(deepfashion2.DeepFashion2RootError, match=r"FASHION_DF2_ROOT=.*holds no DeepFashion2"):
-        deepfashion2.read_deepfashion2(tmp_path / "empty")
+    with pytest.raises(reader.DeepFashion2RootError, match=r"FASHION_DF2_ROOT=.*holds no DeepFashion2"):
+        reader.read_deepfashion2(tmp_path / "empty")
     (tmp_path / "noanno" / "train" / "annos").mkdir(parents=True)
-    with pytest.raises(deepfashion2.DeepFashion2RootError, match="no JSON files"):
-        deepfashion2.read_deepfashion2(tmp_path / "noanno")
+    with pytest.raises(reader.DeepFashion2RootError, match="no JSON files"):
+        reader.read_deepfashion2(tmp_path / "noanno")
 
 
 def test_parallel_merge_equals_serial(hand_built_root: Path, monkeypatch) -> None:
     for i in range(5, 25):
         _write(hand_built_root, "train", f"{i:06d}", {"source": "shop", "pair_id": i, "item1": _item(2, [1, 1, 9, 9])})
-    serial, serial_report = deepfashion2.read_deepfashion2(hand_built_root, workers=1)
-    monkeypatch.setattr(deepfashion2, "_PARALLEL_MIN_FILES", 1)
-    monkeypatch.setattr(deepfashion2, "_CHUNK_FILES", 4)
-    parallel, parallel_report = deepfashion2.read_deepfashion2(hand_built_root, workers=2)
+    serial, serial_report = reader.read_deepfashion2(hand_built_root, workers=1)
+    monkeypatch.setattr(reader, "_PARALLEL_MIN_FILES", 1)
+    monkeypatch.setattr(reader, "_CHUNK_FILES", 4)
+    parallel, parallel_report = reader.read_deepfashion2(hand_built_root, workers=2)
     pd.testing.assert_frame_equal(serial, parallel)
     assert serial_report.skipped == parallel_report.skipped
     assert len(parallel) == 24
@@ -122,7 +122,7 @@ def test_parallel_merge_equals_serial(hand_built_root: Path, monkeypatch) -> Non
 
 def test_coco_form_of_real_deepfashion2_maps_long_sleeve_dress_to_dress(real_data: Path) -> None:
     sample = real_data / "deepfashion2-mmpose-sample"
-    df, report = deepfashion2.read_coco(sample / "deepfasion2.json", sample, split="validation")
+    df, report = reader.read_coco(sample / "deepfasion2.json", sample, split="validation")
     assert report.skipped_total == 0
     assert sorted(df["image_id"]) == ["000264", "000265"]
     assert set(df["category_id"]) == {11}
@@ -132,7 +132,7 @@ def test_coco_form_of_real_deepfashion2_maps_long_sleeve_dress_to_dress(real_dat
     first = df[df["image_id"] == "000264"].iloc[0]
     assert (first.x1, first.y1, first.x2, first.y2) == (103, 80, 704, 749)  # bbox [x, y, w, h] -> corners
     assert (first.image_width, first.image_height) == (750, 750)
-    items = deepfashion2.with_categories(df, CATEGORY_MAP.to_category)
+    items = reader.with_categories(df, CATEGORY_MAP.to_category)
     assert set(items["category"]) == {"dress"}
 
 
@@ -143,7 +143,7 @@ def test_coco_folder_is_found_by_read_deepfashion2(real_data: Path, tmp_path: Pa
     (root / "validation.json").write_bytes((sample / "deepfasion2.json").read_bytes())
     for name in ("000264.jpg", "000265.jpg"):
         (root / "validation" / "image" / name).write_bytes((sample / name).read_bytes())
-    df, _ = deepfashion2.read_deepfashion2(root)
+    df, _ = reader.read_deepfashion2(root)
     assert len(df) == 2 and set(df["split"].astype(str)) == {"validation"}
 
 
@@ -237,6 +237,6 @@ def test_an_image_that_is_not_an_image_is_counted(tmp_path: Path) -> None:
     _write(tmp_path, "train", "000001", {"source": "user", "pair_id": 1, "item1": _item(1, [1, 1, 9, 9])}, size=None)
     (tmp_path / "train" / "image" / "000001.jpg").write_bytes(b"this is not a jpeg")
     _write(tmp_path, "train", "000002", {"source": "shop", "pair_id": 1, "item1": _item(1, [1, 1, 9, 9])})
-    df, report = deepfashion2.read_deepfashion2(tmp_path)
+    df, report = reader.read_deepfashion2(tmp_path)
     assert df["image_id"].tolist() == ["000002"]
     assert dict(report.skipped) == {"unreadable_image": 1}

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from fashion_pipeline.lib import embeddings
+from fashion_pipeline.lib.retrieval import embeddings
 from fashion_pipeline_tests.fixtures_retrieval import HistogramEmbedder, RetrievalWorld
 
 READABLE = 9  # products in the world's catalog with an image file

@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from fashion_pipeline.lib import frameworks
-from fashion_pipeline.lib.images import ImageError, load_image
+from fashion_pipeline.lib.common import frameworks
+from fashion_pipeline.lib.common.images import ImageError, load_image
 
 
 def _encoded(image: Image.Image, fmt: str, **kwargs) -> bytes:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
-from fashion_pipeline.lib import knn
+from fashion_pipeline.lib.retrieval import knn
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

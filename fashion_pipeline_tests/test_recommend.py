@@ -1,4 +1,4 @@
-"""The recommender (lib/recommend.py) and `fashion-pipeline recommend`, on fake models over a real index."""
+"""The recommender (lib/retrieval) and `fashion-pipeline recommend`, on fake models over a real index."""
 
 from __future__ import annotations
 
@@ -9,16 +9,11 @@ import numpy as np
 import pytest
 
 from fashion_pipeline import cli
-from fashion_pipeline.lib.images import ImageError
-from fashion_pipeline.lib.knn import build_index, load_indexes
-from fashion_pipeline.lib.paths import DataPaths
-from fashion_pipeline.lib.recommend import (
-    MAX_K,
-    NO_GARMENT_MESSAGE,
-    QueryError,
-    Recommender,
-    RecommenderError,
-)
+from fashion_pipeline.lib.common.images import ImageError
+from fashion_pipeline.lib.common.paths import DataPaths
+from fashion_pipeline.lib.retrieval.knn import build_index, load_indexes
+from fashion_pipeline.lib.retrieval.query import MAX_K, NO_GARMENT_MESSAGE, QueryError, RecommenderError
+from fashion_pipeline.lib.retrieval.recommender import Recommender
 from fashion_pipeline_tests.fixtures_serving import (
     EMBEDDER_VERSION,
     TWO_GARMENTS,

@@ -15,8 +15,8 @@ from PIL import Image
 
 from fashion_pipeline.defs.resources import DataPathsResource, MlflowResource
 from fashion_pipeline.defs.retrieval import assets
-from fashion_pipeline.lib import embeddings, knn, retrieval_eval
-from fashion_pipeline.lib.paths import DataPaths
+from fashion_pipeline.lib.common.paths import DataPaths
+from fashion_pipeline.lib.retrieval import embeddings, knn, retrieval_eval
 from fashion_pipeline_tests.fixtures_retrieval import HistogramEmbedder, RetrievalWorld, demo_shop_catalog
 
 RETRIEVAL_ASSETS = [assets.catalog_embeddings, assets.knn_index, assets.retrieval_evaluation]
@@ -145,14 +145,14 @@ def test_evaluation_refuses_indexes_of_another_model_version(
 
 def test_real_classifier_embeds_the_catalog(retrieval_world: RetrievalWorld, tmp_path: Path) -> None:
     """The real `load_embedder` on a small untrained MobileNetV3Small (no weights download) at 32 px."""
-    from fashion_pipeline.lib import classifier
+    from fashion_pipeline.lib.training import classifier_model
 
-    settings = classifier.settings_for("demo", input_size=32)
-    model = classifier.build_model(settings)
+    settings = classifier_model.settings_for("demo", input_size=32)
+    model = classifier_model.build_model(settings)
     model_dir = retrieval_world.paths.classifier_dir
-    model.save(model_dir / classifier.MODEL_FILE)
+    model.save(model_dir / classifier_model.MODEL_FILE)
     metadata = json.loads((model_dir / "metadata.json").read_text())
-    metadata.update(input_size=32, embedding_dim=576, model_file=classifier.MODEL_FILE)
+    metadata.update(input_size=32, embedding_dim=576, model_file=classifier_model.MODEL_FILE)
     (model_dir / "metadata.json").write_text(json.dumps(metadata))
 
     result = _materialize(retrieval_world, [assets.catalog_embeddings, assets.knn_index], tmp_path)

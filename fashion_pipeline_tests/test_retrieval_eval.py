@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fashion_pipeline.lib import embeddings, knn, retrieval_eval
+from fashion_pipeline.lib.retrieval import embeddings, knn, retrieval_eval, retrieval_metrics
 from fashion_pipeline_tests.fixtures_retrieval import PALETTE, HistogramEmbedder, RetrievalWorld
 
 
@@ -22,7 +22,7 @@ def test_topk_hits_counts_the_first_match_within_k() -> None:
         ]
     )
 
-    assert retrieval_eval.topk_hits(query_keys, gallery_keys, ranked, ks=(1, 2, 3)) == {
+    assert retrieval_metrics.topk_hits(query_keys, gallery_keys, ranked, ks=(1, 2, 3)) == {
         "top1": 0.25,
         "top2": 0.25,
         "top3": 0.5,
@@ -34,26 +34,26 @@ def test_topk_hits_accepts_key_sets_for_detected_gallery_boxes() -> None:
     gallery_keys = [frozenset({(1, 1), (1, 2)}), frozenset(), (2, 1)]
     ranked = np.array([[1, 0], [2, 1], [1, 2]])
 
-    hits = retrieval_eval.topk_hits([(1, 2), (2, 1), (3, 1)], gallery_keys, ranked, ks=(1, 2))
+    hits = retrieval_metrics.topk_hits([(1, 2), (2, 1), (3, 1)], gallery_keys, ranked, ks=(1, 2))
 
     assert hits == {"top1": pytest.approx(1 / 3), "top2": pytest.approx(2 / 3)}
 
 
 def test_topk_hits_refuses_a_ranking_shorter_than_k() -> None:
     with pytest.raises(ValueError, match="top-20 asked but only 10 ranked"):
-        retrieval_eval.topk_hits(["a"], ["a"], np.zeros((1, 10), dtype=int))
+        retrieval_metrics.topk_hits(["a"], ["a"], np.zeros((1, 10), dtype=int))
 
 
 def test_chance_is_the_random_ranking_hit_rate() -> None:
     # 1 match among 7: top-1 1/7; top-5 = 1 - C(6,5)/C(7,5) = 1 - 6/21. 2 matches: top-1 2/7.
-    chance = retrieval_eval.chance_topk([("p", 1), ("q", 1)], [("p", 1), ("q", 1), ("q", 1), *"wxyz"], ks=(1, 5))
+    chance = retrieval_metrics.chance_topk([("p", 1), ("q", 1)], [("p", 1), ("q", 1), ("q", 1), *"wxyz"], ks=(1, 5))
 
     assert chance["top1"] == pytest.approx((1 / 7 + 2 / 7) / 2)
     assert chance["top5"] == pytest.approx(((1 - 6 / 21) + (1 - 1 / 21)) / 2)
 
 
 def test_iou_of_boxes() -> None:
-    ious = retrieval_eval.iou_matrix(
+    ious = retrieval_metrics.iou_matrix(
         np.array([[0, 0, 10, 10]]), np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])
     )
     np.testing.assert_allclose(ious, [[1.0, 50 / 150, 0.0]])
@@ -71,7 +71,7 @@ def test_each_item_is_represented_by_its_best_scoring_overlapping_detection() ->
         dtype=float,
     )
 
-    chosen = retrieval_eval.select_query_detections(gt, detections, np.array([0.6, 0.9, 0.3, 0.95]))
+    chosen = retrieval_metrics.select_query_detections(gt, detections, np.array([0.6, 0.9, 0.3, 0.95]))
 
     assert chosen == [1, 2, None]
 

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from fashion_pipeline.lib.recommend import NO_GARMENT_MESSAGE
+from fashion_pipeline.lib.retrieval.query import NO_GARMENT_MESSAGE
 from fashion_pipeline_tests.fixtures_serving import (
     TWO_GARMENTS,
     ColourDetector,

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from fashion_pipeline.crawl.settings import CHROMIUM_ARGS
-from fashion_pipeline.lib.recommend import NO_GARMENT_MESSAGE
+from fashion_pipeline.lib.retrieval.query import NO_GARMENT_MESSAGE
 from fashion_pipeline_tests.fixtures_catalog import require_chromium
 from fashion_pipeline_tests.fixtures_serving import TWO_GARMENTS, encode, garment_photo
 

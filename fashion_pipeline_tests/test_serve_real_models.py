@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from fashion_pipeline import cli
-from fashion_pipeline.lib.paths import DataPaths
-from fashion_pipeline.lib.recommend import NO_GARMENT_MESSAGE, Recommender, RecommenderError
+from fashion_pipeline.lib.common.paths import DataPaths
+from fashion_pipeline.lib.retrieval.query import NO_GARMENT_MESSAGE, RecommenderError
+from fashion_pipeline.lib.retrieval.recommender import Recommender
 from fashion_pipeline_tests.fixtures_serving import REAL_MODEL_VERSION, TWO_GARMENTS, LiveServer, encode, garment_photo
 from serve.app import create_app
 

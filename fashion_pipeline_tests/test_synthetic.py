@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fashion_pipeline.lib.categories import DF2_CATEGORY_NAMES
-from fashion_pipeline.lib.images import load_image
-from fashion_pipeline.lib.synthetic import generate_sample
+from fashion_pipeline.lib.common.categories import DF2_CATEGORY_NAMES
+from fashion_pipeline.lib.common.images import load_image
+from fashion_pipeline.lib.samples.deepfashion2_sample import generate_sample
 
 ITEM_KEYS = {
     "category_id",

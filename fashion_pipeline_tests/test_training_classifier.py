@@ -8,9 +8,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 
-from fashion_pipeline.lib import tracking
-from fashion_pipeline.lib.categories import CATEGORIES
-from fashion_pipeline.lib.images import load_image
+from fashion_pipeline.lib.common.categories import CATEGORIES
+from fashion_pipeline.lib.common.images import load_image
+from fashion_pipeline.lib.training import tracking
 from fashion_pipeline_tests.fixtures_training import TrainedModels, materialization_metadata, run_id_of
 
 
@@ -52,7 +52,7 @@ def test_training_run_is_tracked_registered_and_promoted(trained_models: Trained
 
 
 def test_published_model_embeds_the_same_image_the_same_way(trained_models: TrainedModels) -> None:
-    from fashion_pipeline.lib.classifier import GarmentEmbedder, load_embedder
+    from fashion_pipeline.lib.training.embedder import GarmentEmbedder, load_embedder
 
     crops = sorted((trained_models.paths.crops_dir / "validation").glob("*/*.jpg"))[:3]
     images = [load_image(p) for p in crops]
@@ -140,8 +140,8 @@ def test_gate_refuses_a_model_worse_than_the_champion(trained_models: TrainedMod
 def test_batches_keep_one_shape_and_evaluation_padding_weighs_nothing(trained_models: TrainedModels) -> None:
     """Every batch has the same shape (a new one retraces TensorFlow's step): training pads with repeats,
     evaluation with weight-0 copies; the streamed path (for crops past memory) yields the same."""
-    from fashion_pipeline.lib import frameworks
-    from fashion_pipeline.lib.classifier import _streamed_batches, pad_to_batches
+    from fashion_pipeline.lib.common import frameworks
+    from fashion_pipeline.lib.training.classifier_training import _streamed_batches, pad_to_batches
 
     order, weights = pad_to_batches(10, 4, np.random.default_rng(0))
     assert len(order) == 12 and set(order[:10]) == set(range(10)) and weights.tolist() == [1.0] * 12

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_pipeline.lib.categories import CATEGORIES
+from fashion_pipeline.lib.common.categories import CATEGORIES
 from fashion_pipeline_tests.fixtures_training import (
     DETECTOR_TINY,
     TrainedModels,
@@ -54,7 +54,7 @@ def test_training_run_is_tracked_exported_and_promoted(trained_models: TrainedMo
 
 
 def test_published_onnx_model_detects_without_torch(trained_models: TrainedModels) -> None:
-    from fashion_pipeline.lib.detector import Detection, load_detector
+    from fashion_pipeline.lib.training.detector import Detection, load_detector
 
     detector = load_detector(trained_models.paths.detector_dir)
     assert detector.classes == CATEGORIES
@@ -91,7 +91,7 @@ def _constant_onnx(path: Path, size: int, rows: list[list[float]]) -> None:
 
 
 def test_detections_are_mapped_back_through_the_letterbox(tmp_path: Path) -> None:
-    from fashion_pipeline.lib.detector import load_detector
+    from fashion_pipeline.lib.training.detector import load_detector
 
     # A 200x100 photo letterboxed into 64x64: scale 0.32, 16 px of grey above and below.
     _constant_onnx(
@@ -137,13 +137,13 @@ def test_gate_below_threshold_keeps_the_champion(trained_models: TrainedModels) 
 
 
 def test_unknown_settings_are_clear_errors() -> None:
-    from fashion_pipeline.lib import classifier, detector
+    from fashion_pipeline.lib.training import classifier_model, detector_training
 
     with pytest.raises(ValueError, match=r"pretrained='weights\.h5': use 'imagenet', 'none'"):
-        classifier.settings_for("demo", pretrained="weights.h5")
+        classifier_model.settings_for("demo", pretrained="weights.h5")
     with pytest.raises(ValueError, match=r"pretrained='best\.pt': use 'coco', 'none'"):
-        detector.settings_for("demo", pretrained="best.pt")
+        detector_training.settings_for("demo", pretrained="best.pt")
     with pytest.raises(ValueError, match="imgsz=100: YOLO needs a multiple of 32"):
-        detector.settings_for("demo", imgsz=100)
+        detector_training.settings_for("demo", imgsz=100)
     with pytest.raises(ValueError, match="profile='fast'"):
-        detector.settings_for("fast")
+        detector_training.settings_for("fast")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fashion_pipeline.lib.evaluation import Box, detection_metrics, read_class_mapping
+from fashion_pipeline.lib.training.evaluation import Box, detection_metrics, read_class_mapping
 from fashion_pipeline_tests.fixtures_training import TrainedModels
 
 
@@ -124,7 +124,7 @@ def test_evaluate_command_scores_the_champions(
 
 def test_evaluate_reads_the_real_folders(trained_models: TrainedModels, real_data: Path) -> None:
     """The staged real photos parse with their own mapping files (figures are meaningless for a tiny model)."""
-    from fashion_pipeline.lib.evaluation import evaluate_classifier, evaluate_detector
+    from fashion_pipeline.lib.training.evaluation import evaluate_classifier, evaluate_detector
 
     classifier = evaluate_classifier(trained_models.paths.classifier_dir, real_data / "clothing-dataset-small")
     assert classifier["images"] == 287

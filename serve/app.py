@@ -20,8 +20,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from fashion_pipeline.lib.images import ImageError
-from fashion_pipeline.lib.recommend import QueryError, Recommender
+from fashion_pipeline.lib.common.images import ImageError
+from fashion_pipeline.lib.retrieval.query import QueryError
+from fashion_pipeline.lib.retrieval.recommender import Recommender
 from serve.upload import IMAGE_FIELD, UploadError, read_upload
 
 log = logging.getLogger(__name__)

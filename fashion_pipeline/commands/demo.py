@@ -64,7 +64,7 @@ def materialize_all(sites: list[str], retrain: bool = False) -> None:
     import dagster as dg
 
     from fashion_pipeline.definitions import defs
-    from fashion_pipeline.lib.paths import DataPaths
+    from fashion_pipeline.lib.common.paths import DataPaths
 
     data = DataPaths.from_env()
     keep = {name for name, folder in TRAINING_ASSETS.items() if (getattr(data, folder) / "metadata.json").exists()}

@@ -33,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fashion_pipeline.lib import evaluation
-    from fashion_pipeline.lib.atomic import write_json
-    from fashion_pipeline.lib.paths import DataPaths
+    from fashion_pipeline.lib.common.atomic import write_json
+    from fashion_pipeline.lib.common.paths import DataPaths
+    from fashion_pipeline.lib.training import evaluation
 
     if not args.classifier_folder and not args.detector_folder:
         print("evaluate: give --classifier-folder and/or --detector-folder")

@@ -18,9 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fashion_pipeline.lib.images import ImageError
-    from fashion_pipeline.lib.paths import DataPaths
-    from fashion_pipeline.lib.recommend import QueryError, Recommender, RecommenderError
+    from fashion_pipeline.lib.common.images import ImageError
+    from fashion_pipeline.lib.common.paths import DataPaths
+    from fashion_pipeline.lib.retrieval.query import QueryError, RecommenderError
+    from fashion_pipeline.lib.retrieval.recommender import Recommender
 
     if not args.image.is_file():
         print(f"fashion-pipeline recommend: {args.image} is not a file", file=sys.stderr)

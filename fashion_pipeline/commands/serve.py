@@ -29,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
     from threadpoolctl import threadpool_limits
 
-    from fashion_pipeline.lib.paths import DataPaths
-    from fashion_pipeline.lib.recommend import Recommender, RecommenderError
+    from fashion_pipeline.lib.common.paths import DataPaths
+    from fashion_pipeline.lib.retrieval.query import RecommenderError
+    from fashion_pipeline.lib.retrieval.recommender import Recommender
     from serve.app import ServeSettings, create_app
 
     settings = ServeSettings.from_env()

@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 
 from fashion_pipeline.crawl.items import ProductItem
 from fashion_pipeline.crawl.report import DROPPED, EMPTY_LISTINGS, LISTED, PAGES_FAILED, PRODUCT_META, failure_reason
-from fashion_pipeline.lib.catalog import SiteConfig, load_sites
+from fashion_pipeline.lib.catalog.catalog import SiteConfig, load_sites
 
 
 class CatalogSpider(scrapy.Spider):

@@ -13,7 +13,7 @@ class ProductItem:
     name: str | None
     url: str | None  # absolute product page URL
     image_url: str | None  # absolute
-    category: str | None  # one of lib.categories.CATEGORIES
+    category: str | None  # one of lib.common.categories.CATEGORIES
     price_text: str | None  # the price exactly as shown; None when the page shows none
     crawled_at: str  # ISO 8601, UTC
     product_id: str = ""

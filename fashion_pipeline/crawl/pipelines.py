@@ -16,10 +16,10 @@ from scrapy.pipelines.media import FileException
 
 from fashion_pipeline.crawl.items import ProductItem
 from fashion_pipeline.crawl.report import IMAGES_FAILED, ProductDropped
-from fashion_pipeline.lib.catalog import DuplicateImageFinder, canonical_url, image_signature
-from fashion_pipeline.lib.categories import CATEGORIES
-from fashion_pipeline.lib.images import ImageError, load_image
-from fashion_pipeline.lib.prices import PriceError, parse_price, to_usd
+from fashion_pipeline.lib.catalog.catalog import DuplicateImageFinder, canonical_url, image_signature
+from fashion_pipeline.lib.catalog.prices import PriceError, parse_price, to_usd
+from fashion_pipeline.lib.common.categories import CATEGORIES
+from fashion_pipeline.lib.common.images import ImageError, load_image
 
 REQUIRED_FIELDS = ("sku", "name", "url", "image_url", "category")
 

@@ -14,14 +14,14 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from fashion_pipeline.lib.atomic import atomic_dir
-from fashion_pipeline.lib.catalog import (
+from fashion_pipeline.lib.catalog.catalog import (
     CRAWL_LOG_FILE,
     CRAWL_REPORT_FILE,
     RAW_PRODUCTS_FILE,
     CrawlReport,
     SiteConfig,
 )
+from fashion_pipeline.lib.common.atomic import atomic_dir
 
 SETTINGS_MODULE = "fashion_pipeline.crawl.settings"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fashion_pipeline.lib.catalog import RAW_COLUMNS, load_usd_rates
-from fashion_pipeline.lib.paths import DataPaths
+from fashion_pipeline.lib.catalog.catalog import RAW_COLUMNS, load_usd_rates
+from fashion_pipeline.lib.common.paths import DataPaths
 
 BOT_NAME = "fashion_pipeline"
 SPIDER_MODULES = ["fashion_pipeline.crawl.spiders"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from fashion_pipeline.lib.paths import DataPaths, default_data_dir, default_mlflow_uri
+from fashion_pipeline.lib.common.paths import DataPaths, default_data_dir, default_mlflow_uri
 
 
 class DataPathsResource(dg.ConfigurableResource):

@@ -1,10 +1,10 @@
-"""The generated demo shop (lib/demo_shop.py), served on 127.0.0.1 for the duration of the crawl.
+"""The generated demo shop (lib/samples/demo_shop.py), served on 127.0.0.1 for the duration of the crawl.
 
 Home -> category listings (paginated; one rendered client-side, fetched through Chromium) -> product pages.
 Run: `scrapy crawl demo_shop -a base_url=http://127.0.0.1:PORT` (the catalog_raw asset does this).
 The shop lives on that port only during the crawl, so product and image links are recorded under the
-stable `public_url` (`FASHION_DEMO_SHOP_URL`, default lib.demo_shop.DEFAULT_PUBLIC_URL); images are still
-downloaded from the live server.
+stable `public_url` (`FASHION_DEMO_SHOP_URL`, default lib.samples.demo_shop.DEFAULT_PUBLIC_URL); images are
+still downloaded from the live server.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from scrapy.http import Response
 from fashion_pipeline.crawl.base import CatalogSpider
 from fashion_pipeline.crawl.browser import browser_meta
 from fashion_pipeline.crawl.report import DROPPED
-from fashion_pipeline.lib.demo_shop import DEFAULT_PUBLIC_URL
+from fashion_pipeline.lib.samples.demo_shop import DEFAULT_PUBLIC_URL
 
 
 class DemoShopSpider(CatalogSpider):
@@ -37,7 +37,7 @@ class DemoShopSpider(CatalogSpider):
         if not base_url:
             raise ValueError(
                 "demo_shop needs -a base_url=http://127.0.0.1:PORT: serve the shop first "
-                "(lib.demo_shop.serve_directory; the catalog_raw asset does it for you)"
+                "(lib.samples.demo_shop_site.serve_directory; the catalog_raw asset does it for you)"
             )
         self.base_url = base_url.rstrip("/")
         self.public_url = (public_url or os.environ.get("FASHION_DEMO_SHOP_URL") or DEFAULT_PUBLIC_URL).rstrip("/")

@@ -7,8 +7,7 @@ import pandas as pd
 
 from fashion_pipeline.crawl.runner import CrawlFailed, crawl_site
 from fashion_pipeline.defs.resources import DataPathsResource
-from fashion_pipeline.lib.atomic import write_json, write_parquet
-from fashion_pipeline.lib.catalog import (
+from fashion_pipeline.lib.catalog.catalog import (
     CRAWL_REPORT_FILE,
     RAW_PRODUCTS_FILE,
     CrawlReport,
@@ -17,8 +16,10 @@ from fashion_pipeline.lib.catalog import (
     missing_image_files,
     read_raw_products,
 )
-from fashion_pipeline.lib.demo_shop import ensure_demo_shop, serve_directory
-from fashion_pipeline.lib.images import ImageError, load_image
+from fashion_pipeline.lib.common.atomic import write_json, write_parquet
+from fashion_pipeline.lib.common.images import ImageError, load_image
+from fashion_pipeline.lib.samples.demo_shop import ensure_demo_shop
+from fashion_pipeline.lib.samples.demo_shop_site import serve_directory
 
 # The configured shops (crawl/sites.yaml); one partition each.
 SITES = load_sites()

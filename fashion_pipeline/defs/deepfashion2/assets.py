@@ -5,10 +5,10 @@ import pandas as pd
 from pydantic import Field
 
 from fashion_pipeline.defs.resources import DataPathsResource
-from fashion_pipeline.lib import crops, deepfashion2, yolo_format
-from fashion_pipeline.lib.atomic import atomic_dir, write_parquet
-from fashion_pipeline.lib.categories import CATEGORIES, DF2_CATEGORY_NAMES, load_category_map
-from fashion_pipeline.lib.previews import count_table_md, image_strip_md
+from fashion_pipeline.lib.common.atomic import atomic_dir, write_parquet
+from fashion_pipeline.lib.common.categories import CATEGORIES, DF2_CATEGORY_NAMES, load_category_map
+from fashion_pipeline.lib.common.previews import count_table_md, image_strip_md
+from fashion_pipeline.lib.deepfashion2 import crops, reader, yolo_format
 
 GROUP = "deepfashion2"
 # Share of skipped items above which the merge's check fails instead of warning.
@@ -35,7 +35,7 @@ def deepfashion2_sample(config: SampleConfig, paths: DataPathsResource) -> dg.Ma
         return dg.MaterializeResult(
             metadata={"generated": False, "deepfashion2_root": dg.MetadataValue.path(str(data.df2_root))}
         )
-    from fashion_pipeline.lib.synthetic import generate_sample
+    from fashion_pipeline.lib.samples.deepfashion2_sample import generate_sample
 
     summary = generate_sample(
         data.deepfashion2_sample,
@@ -92,7 +92,7 @@ class MergeConfig(dg.Config):
 def deepfashion2_annotations(config: MergeConfig, paths: DataPathsResource) -> dg.MaterializeResult:
     """Every per-image DeepFashion2 JSON of both splits merged into one Parquet row per garment item."""
     data = paths.get()
-    df, report = deepfashion2.read_deepfashion2(data.df2_root, workers=config.workers or None)
+    df, report = reader.read_deepfashion2(data.df2_root, workers=config.workers or None)
     write_parquet(df, data.annotations)
     skipped = dict(sorted(report.skipped.items()))
     skipped_check = dg.AssetCheckResult(
@@ -107,7 +107,7 @@ def deepfashion2_annotations(config: MergeConfig, paths: DataPathsResource) -> d
             "examples": dg.MetadataValue.json(report.examples),
         },
     )
-    inside = deepfashion2.boxes_inside_images(df)
+    inside = reader.boxes_inside_images(df)
     return dg.MaterializeResult(
         metadata={
             "files_read": report.files_read,
@@ -152,7 +152,7 @@ def garment_items(paths: DataPathsResource) -> dg.MaterializeResult:
     """DeepFashion2 items with their 13 categories mapped onto the 5 we recommend in."""
     data = paths.get()
     category_map = load_category_map()
-    items = deepfashion2.with_categories(pd.read_parquet(data.annotations), category_map.to_category)
+    items = reader.with_categories(pd.read_parquet(data.annotations), category_map.to_category)
     write_parquet(items, data.garment_items)
     unmapped = items.loc[items["category"].isna(), "category_id"].unique().tolist()
     counts = _counts(items.dropna(subset=["category"]), ["category", "split"])

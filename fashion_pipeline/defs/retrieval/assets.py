@@ -11,8 +11,9 @@ import pyarrow as pa
 from pydantic import Field
 
 from fashion_pipeline.defs.resources import DataPathsResource, MlflowResource
-from fashion_pipeline.lib import embeddings, knn, retrieval_eval, tracking
-from fashion_pipeline.lib.atomic import atomic_dir, write_json
+from fashion_pipeline.lib.common.atomic import atomic_dir, write_json
+from fashion_pipeline.lib.retrieval import embeddings, knn, retrieval_eval, retrieval_metrics
+from fashion_pipeline.lib.training import tracking
 
 GROUP = "retrieval"
 UNIT_NORM_TOLERANCE = 1e-3
@@ -20,13 +21,13 @@ EVALUATION_FILE = "retrieval.json"
 
 
 def _load_embedder(model_dir: Path) -> Any:
-    from fashion_pipeline.lib.classifier import load_embedder
+    from fashion_pipeline.lib.training.embedder import load_embedder
 
     return load_embedder(model_dir)
 
 
 def _load_detector(model_dir: Path) -> Any:
-    from fashion_pipeline.lib.detector import load_detector
+    from fashion_pipeline.lib.training.detector import load_detector
 
     return load_detector(model_dir)
 
@@ -265,9 +266,9 @@ class EvaluationConfig(dg.Config):
 
 def _metrics_md(report: retrieval_eval.RetrievalReport) -> str:
     rows = []
-    for task, ks in (("c2s", retrieval_eval.CONSUMER_TO_SHOP_KS), ("exact", retrieval_eval.EXACT_PRODUCT_KS)):
+    for task, ks in (("c2s", retrieval_metrics.CONSUMER_TO_SHOP_KS), ("exact", retrieval_eval.EXACT_PRODUCT_KS)):
         for boxes in ("gt", "detected"):
-            values = [report.metrics.get(f"{task}_{boxes}_top{k}") for k in retrieval_eval.CONSUMER_TO_SHOP_KS]
+            values = [report.metrics.get(f"{task}_{boxes}_top{k}") for k in retrieval_metrics.CONSUMER_TO_SHOP_KS]
             if all(v is None for v in values):
                 continue
             cells = [f"{v:.3f}" if v is not None else "" for v in values]

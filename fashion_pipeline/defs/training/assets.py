@@ -9,7 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from fashion_pipeline.defs.resources import DataPathsResource, MlflowResource
-from fashion_pipeline.lib import classifier, detector, tracking
+from fashion_pipeline.lib.training import classifier_model, classifier_training, detector_training, tracking
 
 GROUP = "training"
 PROFILE_HELP = "demo: the generated sample on 2 CPU cores in minutes; full: the original settings, real DF2 on a GPU."
@@ -35,8 +35,8 @@ class ClassifierConfig(dg.Config):
     min_accuracy: float | None = Field(default=None, description=f"Champion gate on validation accuracy; {UNSET}.")
     seed: int | None = Field(default=None, description=UNSET)
 
-    def settings(self) -> classifier.ClassifierSettings:
-        return classifier.settings_for(self.profile.value, **self.model_dump(exclude={"profile"}))
+    def settings(self) -> classifier_model.ClassifierSettings:
+        return classifier_model.settings_for(self.profile.value, **self.model_dump(exclude={"profile"}))
 
 
 class DetectorConfig(dg.Config):
@@ -57,8 +57,8 @@ class DetectorConfig(dg.Config):
     min_map50: float | None = Field(default=None, description=f"Champion gate on validation mAP50; {UNSET}.")
     seed: int | None = Field(default=None, description=UNSET)
 
-    def settings(self) -> detector.DetectorSettings:
-        return detector.settings_for(self.profile.value, **self.model_dump(exclude={"profile"}))
+    def settings(self) -> detector_training.DetectorSettings:
+        return detector_training.settings_for(self.profile.value, **self.model_dump(exclude={"profile"}))
 
 
 def _gate_spec(asset: str, metric: str, setting: str, folder: str) -> dg.AssetCheckSpec:
@@ -116,7 +116,9 @@ def garment_classifier(
     target = tracking.TrackingTarget(mlflow.tracking_uri, mlflow.experiment_name)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="garment_classifier-") as work:
-        outcome = classifier.train_and_log(data.crops_manifest, settings, target, Path(work), config.profile.value)
+        outcome = classifier_training.train_and_log(
+            data.crops_manifest, settings, target, Path(work), config.profile.value
+        )
         decision = tracking.gate_champion(outcome, settings.min_accuracy, data.classifier_dir)
     return _result(outcome, decision, time.monotonic() - started, data.classifier_dir)
 
@@ -134,6 +136,8 @@ def garment_detector(config: DetectorConfig, paths: DataPathsResource, mlflow: M
     target = tracking.TrackingTarget(mlflow.tracking_uri, mlflow.experiment_name)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="garment_detector-") as work:
-        outcome = detector.train_and_log(data.yolo_data_yaml, settings, target, Path(work), config.profile.value)
+        outcome = detector_training.train_and_log(
+            data.yolo_data_yaml, settings, target, Path(work), config.profile.value
+        )
         decision = tracking.gate_champion(outcome, settings.min_map50, data.detector_dir)
     return _result(outcome, decision, time.monotonic() - started, data.detector_dir)

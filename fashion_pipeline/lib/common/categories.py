@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from fashion_pipeline.lib.paths import CATEGORIES_FILE
+from fashion_pipeline.lib.common.paths import CATEGORIES_FILE
 
 
 @dataclass(frozen=True)

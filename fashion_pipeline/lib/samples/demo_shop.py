@@ -6,37 +6,29 @@ The shop has what real shops have and what the crawler must cope with: listing p
 pagination, product pages, one category listed by JavaScript from a JSON file, prices in USD and INR with
 symbols and thousands separators (and one range), one product listed twice, one dead image link, one
 product without a price, and a robots.txt. `manifest.json` records what was generated, so tests and the
-benchmark know the truth to compare a crawl against.
+benchmark know the truth to compare a crawl against. The pages and the server are in demo_shop_site.
 """
 
 from __future__ import annotations
 
-import functools
-import html
 import json
 import random
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from fashion_pipeline.lib.atomic import atomic_dir
-from fashion_pipeline.lib.categories import CATEGORIES, CATEGORY_MAP, DF2_CATEGORY_NAMES
-from fashion_pipeline.lib.images import load_image
-from fashion_pipeline.lib.prices import format_price
+from fashion_pipeline.lib.catalog.prices import format_price
+from fashion_pipeline.lib.common.atomic import atomic_dir
+from fashion_pipeline.lib.common.categories import CATEGORIES, CATEGORY_MAP, DF2_CATEGORY_NAMES
+from fashion_pipeline.lib.common.images import load_image
+from fashion_pipeline.lib.samples.demo_shop_site import write_site
 
 MANIFEST_FILE = "manifest.json"
 PRODUCTS_PER_PAGE = 48
-JS_CATEGORY = "dress"  # listed client-side; falls back to the first category with products
 CROP_MAX_SIDE = 320
-ROBOTS_TXT = "User-agent: *\nDisallow: /cart/\n"
 # Where users open the demo shop's pages: the crawl serves it on a throwaway port, so the catalog records
 # links under this stable address instead (the web app can mount DataPaths.demo_shop_dir there).
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000/demo-shop"
@@ -220,7 +212,7 @@ def build_demo_shop(
                     fault=fault,
                 )
             )
-        js_category = _write_site(root, products, per_page)
+        js_category = write_site(root, products, per_page)
         pages = sum(1 for _ in root.rglob("*.html"))
         manifest = {
             "products": [asdict(p) for p in products],
@@ -253,161 +245,6 @@ def ensure_demo_shop(garment_items: Path, out_dir: Path, *, image_root: Path | N
     if demo_shop_signature(out_dir) != signature:
         build_demo_shop(pd.read_parquet(garment_items), out_dir, image_root=image_root, source_signature=signature)
     return DemoShop.load(out_dir)
-
-
-# --- pages -----------------------------------------------------------------------------------------------
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{title} - Demo Shop</title></head>
-<body>
-<nav>{nav}</nav>
-<h1>{title}</h1>
-{body}
-</body></html>
-"""
-
-_LISTING_JS = """// Renders a listing page from its JSON, as shops with client-side listings do.
-(async () => {
-  const root = document.getElementById("listing");
-  const data = await (await fetch(root.dataset.src)).json();
-  for (const p of data.products) {
-    const card = document.createElement("div");
-    card.className = "product-card";
-    card.dataset.sku = p.sku;
-    card.innerHTML = `<a class="product-link" href="${p.url}"><img src="${p.image}" alt=""></a>` +
-      `<a class="product-name" href="${p.url}"></a><span class="price"></span>`;
-    card.querySelector(".product-name").textContent = p.name;
-    card.querySelector(".price").textContent = p.price || "Price on request";
-    root.appendChild(card);
-  }
-  if (data.next) {
-    const next = document.createElement("a");
-    next.rel = "next";
-    next.href = data.next;
-    next.textContent = "Next";
-    document.body.appendChild(next);
-  }
-  document.body.dataset.rendered = "1";
-})();
-"""
-
-
-def _nav(categories: list[str]) -> str:
-    links = (f'<a class="category-link" data-category="{c}" href="/c/{c}/1.html">{c.title()}</a>' for c in categories)
-    return " | ".join(['<a href="/index.html">Home</a>', *links])
-
-
-def _image_url(product: DemoProduct) -> str:
-    # The dead link points at a file that was never written: the crawler must count it and keep it out.
-    return f"/img/missing/{product.sku}.jpg" if product.fault == "dead_image" else f"/img/{product.sku}.jpg"
-
-
-def _card(product: DemoProduct, url: str) -> str:
-    price = html.escape(product.price_text) if product.price_text else "Price on request"
-    return (
-        f'<div class="product-card" data-sku="{product.sku}">'
-        f'<a class="product-link" href="{url}"><img src="{_image_url(product)}" alt=""></a>'
-        f'<a class="product-name" href="{url}">{html.escape(product.name)}</a>'
-        f'<span class="price">{price}</span></div>'
-    )
-
-
-def _product_page(product: DemoProduct, nav: str) -> str:
-    price = (
-        f'<span class="price" itemprop="price">{html.escape(product.price_text)}</span>'
-        if product.price_text
-        else '<span class="price-unavailable">Currently unavailable</span>'
-    )
-    body = (
-        f'<meta itemprop="sku" content="{product.sku}">'
-        f'<p class="breadcrumb"><a class="category" data-category="{product.category}" '
-        f'href="/c/{product.category}/1.html">{product.category.title()}</a></p>'
-        f'<img class="product-image" src="{_image_url(product)}" alt="{html.escape(product.name)}">'
-        f"<p>{price}</p>"
-        f'<a href="/cart/add?sku={product.sku}" rel="nofollow">Add to cart</a>'
-    )
-    return _PAGE.format(title=html.escape(product.name), nav=nav, body=body)
-
-
-def _write_site(root: Path, products: list[DemoProduct], per_page: int) -> str:
-    by_category = {c: [p for p in products if p.category == c] for c in CATEGORIES}
-    categories = [c for c in CATEGORIES if by_category[c]]
-    js_category = JS_CATEGORY if JS_CATEGORY in categories else categories[0]
-    nav = _nav(categories)
-    (root / "robots.txt").write_text(ROBOTS_TXT)
-    (root / "static").mkdir()
-    (root / "static" / "listing.js").write_text(_LISTING_JS)
-    (root / "p").mkdir()
-    for product in products:
-        (root / "p" / f"{product.sku}.html").write_text(_product_page(product, nav), encoding="utf-8")
-    twice = next((p for p in products if p.fault == "listed_twice"), None)
-    for category in categories:
-        listed = [(p, f"/p/{p.sku}.html") for p in by_category[category]]
-        if twice is not None and twice.category == category:
-            # The same product again at the end of its category, behind a tracking parameter.
-            listed.append((twice, f"/p/{twice.sku}.html?ref=new-arrivals"))
-        pages = [listed[i : i + per_page] for i in range(0, len(listed), per_page)]
-        folder = root / "c" / category
-        folder.mkdir(parents=True)
-        for number, page in enumerate(pages, start=1):
-            next_url = f"/c/{category}/{number + 1}.html" if number < len(pages) else None
-            title = f"{category.title()} (page {number} of {len(pages)})"
-            if category == js_category:
-                data = {
-                    "products": [
-                        {"sku": p.sku, "url": url, "image": _image_url(p), "name": p.name, "price": p.price_text}
-                        for p, url in page
-                    ],
-                    "next": next_url,
-                }
-                (folder / f"{number}.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-                body = (
-                    f'<div id="listing" data-client-rendered="1" data-src="/c/{category}/{number}.json"></div>'
-                    '<script src="/static/listing.js"></script>'
-                )
-            else:
-                cards = "\n".join(_card(p, url) for p, url in page)
-                more = f'<a rel="next" href="{next_url}">Next</a>' if next_url else ""
-                body = f'<div id="listing">\n{cards}\n</div>\n{more}'
-            (folder / f"{number}.html").write_text(_PAGE.format(title=title, nav=nav, body=body), encoding="utf-8")
-    home = "".join(
-        f'<p><a href="/c/{c}/1.html">{c.title()}: {len(by_category[c])} products</a></p>' for c in categories
-    )
-    (root / "index.html").write_text(_PAGE.format(title="Demo Shop", nav=nav, body=home), encoding="utf-8")
-    return js_category
-
-
-# --- serving ---------------------------------------------------------------------------------------------
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    """Static files without a log line per request (a crawl makes thousands)."""
-
-    extensions_map: ClassVar[dict[str, str]] = {
-        **SimpleHTTPRequestHandler.extensions_map,
-        ".js": "text/javascript",
-        ".json": "application/json",
-    }
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def serve_directory(root: Path, handler: type[SimpleHTTPRequestHandler] = QuietHandler) -> Iterator[str]:
-    """Serve `root` on 127.0.0.1 on a free port; yields the base URL and always stops the server."""
-    if not Path(root).is_dir():
-        raise FileNotFoundError(f"nothing to serve: {root} is not a folder")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name=f"demo-shop-{server.server_port}", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 # --- stand-in input --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import imagesize
 import orjson
 import pandas as pd
 
-from fashion_pipeline.lib.categories import DF2_CATEGORY_NAMES
+from fashion_pipeline.lib.common.categories import DF2_CATEGORY_NAMES
 
 SPLITS = ("train", "validation")
 DF2_CATEGORY_IDS = frozenset(range(1, 14))

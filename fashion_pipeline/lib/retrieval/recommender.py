@@ -2,7 +2,8 @@
 
 Loaded once from the materialized files (detector, classifier embedding, k-NN indexes, product catalog) and
 shared by the HTTP app and the `recommend` command, which both return `RecommendAnswer.to_dict()`, the
-answer shape of DESIGN.md's `POST /api/recommend`.
+answer shape of DESIGN.md's `POST /api/recommend` (the query and answer types are in `query`; the
+components' interfaces and the catalog aligned with each index in `recommender_components`).
 """
 
 from __future__ import annotations
@@ -11,246 +12,45 @@ import base64
 import io
 import logging
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fashion_pipeline.lib.categories import CATEGORIES
-from fashion_pipeline.lib.crops import CropSettings, crop_box
-from fashion_pipeline.lib.images import load_image
-from fashion_pipeline.lib.paths import DataPaths
+from fashion_pipeline.lib.common.categories import CATEGORIES
+from fashion_pipeline.lib.common.images import load_image
+from fashion_pipeline.lib.common.paths import DataPaths
+from fashion_pipeline.lib.deepfashion2.crops import CropSettings, crop_box
+from fashion_pipeline.lib.retrieval.query import (
+    DEFAULT_K,
+    MAX_K,
+    NO_GARMENT_MESSAGE,
+    Garment,
+    Query,
+    QueryError,
+    RecommendAnswer,
+    Recommendation,
+    RecommenderError,
+)
+from fashion_pipeline.lib.retrieval.recommender_components import (
+    CategoryCatalog,
+    Detector,
+    Embedder,
+    Products,
+    SearchIndex,
+    check_index_versions,
+    prepare_products,
+    read_products,
+    text_or_none,
+)
 
 log = logging.getLogger(__name__)
-
-DEFAULT_K = 10
-MAX_K = 100
 MAX_DETECTIONS = 10  # garments per photo we embed and search for; bounds the work one request can cause
 MIN_BOX_SIDE = 8  # px; a smaller detection has too little pixel content to embed meaningfully
 CROP_PREVIEW_SIDE = 224  # px, longest side of the crop previews the page shows
-
-NO_GARMENT_MESSAGE = (
-    "No garment found in this photo. Try a photo where the clothing is clearly visible, "
-    "or choose a category to search the whole photo."
-)
-
-# The columns the answer needs from products.parquet (DESIGN.md catalog contract).
-PRODUCT_COLUMNS = ("product_id", "site", "name", "url", "image_url", "image_path", "price", "currency")
-PRODUCT_COLUMNS_OPTIONAL = ("price_usd", "category")
-
-
-class RecommenderError(RuntimeError):
-    """The materialized files cannot serve recommendations; the message says what to (re)materialize."""
-
-
-class QueryError(ValueError):
-    """A request parameter is out of range or names something unknown; the message says what is allowed."""
-
-
-# --- the components the recommender is built from (implemented in lib/detector, lib/classifier, lib/knn) --
-class Detection(Protocol):
-    box: tuple[float, float, float, float]
-    category: str
-    score: float
-
-
-class Detector(Protocol):
-    version: int
-
-    def detect(self, image: Image.Image, conf: float = 0.25) -> Sequence[Detection]: ...
-
-
-class Embedder(Protocol):
-    version: int
-    embedding_dim: int
-
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray: ...
-
-
-class SearchIndex(Protocol):
-    manifest: Any  # knn.IndexManifest: category, model_version, count, dimension, metric, backend
-    product_ids: np.ndarray
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-# --- query and answer -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Query:
-    """What a shopper asks for besides the photo; build it with `Recommender.make_query` to validate it."""
-
-    k: int = DEFAULT_K
-    category: str | None = None  # search this category instead of the detected one
-    max_price_usd: float | None = None
-    site: str | None = None
-    include_crops: bool = False  # add a JPEG data URL of each crop (the page shows them)
-
-    @property
-    def filtered(self) -> bool:
-        return self.max_price_usd is not None or self.site is not None
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    product_id: str
-    name: str
-    price: float | None
-    currency: str | None
-    price_usd: float | None
-    site: str
-    url: str
-    image_url: str | None
-    score: float  # cosine similarity of the garment crop and the product image, 1 is identical
-
-
-@dataclass(frozen=True)
-class Garment:
-    box: list[float]  # x1, y1, x2, y2 in pixels of the upright (EXIF-rotated) photo
-    category: str
-    score: float  # detector confidence; 0 for the whole photo searched under a chosen category
-    recommendations: list[Recommendation]
-    crop: str | None = None  # data:image/jpeg;base64,... when the query asked for crops
-
-
-@dataclass(frozen=True)
-class RecommendAnswer:
-    detections: list[Garment]
-    message: str | None = None
-    image_size: tuple[int, int] = (0, 0)  # width, height of the upright photo the boxes refer to
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON answer of `POST /api/recommend` and `fashion-pipeline recommend --json`."""
-        detections = []
-        for garment in self.detections:
-            entry: dict[str, Any] = {
-                "box": garment.box,
-                "category": garment.category,
-                "score": garment.score,
-                "recommendations": [vars(r).copy() for r in garment.recommendations],
-            }
-            if garment.crop is not None:
-                entry["crop"] = garment.crop
-            detections.append(entry)
-        return {
-            "detections": detections,
-            "message": self.message,
-            "image": {"width": self.image_size[0], "height": self.image_size[1]},
-        }
-
-
-# --- the catalog, aligned with each index ---------------------------------------------------------------
-@dataclass
-class _CategoryCatalog:
-    """One category's index with the catalog columns aligned to its rows (row i = index row i)."""
-
-    index: SearchIndex
-    known: np.ndarray  # bool (N,): the product is still in the catalog
-    positions: np.ndarray  # int (N,): row in the products table, -1 where unknown
-    price_usd: np.ndarray  # float (N,), NaN where unknown
-    site: np.ndarray  # object (N,)
-
-    def allowed(self, query: Query) -> np.ndarray:
-        mask = self.known.copy()
-        if query.site is not None:
-            mask &= self.site == query.site
-        if query.max_price_usd is not None:
-            # NaN (no USD price known) compares False: such products cannot prove they are within budget.
-            mask &= self.price_usd <= query.max_price_usd
-        return mask
-
-
-@dataclass
-class _Products:
-    table: pd.DataFrame
-    columns: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.columns = {name: self.table[name].to_numpy() for name in self.table.columns}
-
-    def record(self, position: int, score: float) -> Recommendation:
-        column = self.columns
-        return Recommendation(
-            product_id=str(column["product_id"][position]),
-            name=str(column["name"][position]),
-            price=_number(column["price"][position]),
-            currency=_text(column["currency"][position]),
-            price_usd=_number(column["price_usd"][position]),
-            site=str(column["site"][position]),
-            url=str(column["url"][position]),
-            image_url=_text(column["image_url"][position]),
-            score=round(float(score), 4),
-        )
-
-
-def _number(value: Any) -> float | None:
-    if value is None or pd.isna(value):
-        return None
-    return round(float(value), 2)
-
-
-def _text(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return str(value)
-
-
-def read_products(path: Path) -> pd.DataFrame:
-    """The catalog columns the recommender needs, from products.parquet."""
-    if not path.exists():
-        raise RecommenderError(f"no product catalog at {path}: materialize the product_catalog asset first")
-    return prepare_products(pd.read_parquet(path), source=str(path))
-
-
-def prepare_products(table: pd.DataFrame, source: str = "the product catalog") -> pd.DataFrame:
-    """The answer's columns only, one row per product_id (the last wins); optional columns filled in."""
-    missing = [c for c in PRODUCT_COLUMNS if c not in table.columns]
-    if missing:
-        raise RecommenderError(f"{source} lacks columns {missing}: rematerialize the product_catalog asset")
-    table = table.copy()
-    for column in PRODUCT_COLUMNS_OPTIONAL:
-        if column not in table.columns:
-            table[column] = np.nan
-    table = table[list(PRODUCT_COLUMNS + PRODUCT_COLUMNS_OPTIONAL)]
-    return table.drop_duplicates("product_id", keep="last").reset_index(drop=True)
-
-
-def check_index_versions(
-    indexes: Mapping[str, SearchIndex], embedder: Embedder, embeddings_versions: set[int] | None = None
-) -> None:
-    """Refuse indexes built from another embedding model than the one loaded, naming the asset to redo.
-
-    `embeddings_versions` (the model versions in catalog_embeddings.parquet, when known) decides whether
-    only the index is stale (rematerialize knn_index) or the embeddings too (catalog_embeddings first).
-    """
-    if not indexes:
-        raise RecommenderError("no k-NN index found: materialize the catalog_embeddings and knn_index assets")
-    stale = {
-        category: index.manifest.model_version
-        for category, index in indexes.items()
-        if int(index.manifest.model_version) != int(embedder.version)
-    }
-    if stale:
-        built = ", ".join(f"{c} (version {v})" for c, v in sorted(stale.items()))
-        if embeddings_versions is not None and embeddings_versions == {int(embedder.version)}:
-            redo = "rematerialize the knn_index asset"
-        else:
-            redo = "rematerialize the catalog_embeddings asset, then knn_index"
-        raise RecommenderError(
-            f"the k-NN indexes for {built} were built with another garment-classifier version than the "
-            f"loaded champion (version {embedder.version}): {redo}"
-        )
-    wrong_dimension = {
-        c: i.manifest.dimension for c, i in indexes.items() if int(i.manifest.dimension) != embedder.embedding_dim
-    }
-    if wrong_dimension:
-        raise RecommenderError(
-            f"the k-NN indexes {wrong_dimension} do not have the embedder's dimension "
-            f"{embedder.embedding_dim}: rematerialize the catalog_embeddings asset, then knn_index"
-        )
 
 
 # --- the recommender ------------------------------------------------------------------------------------
@@ -273,7 +73,7 @@ class Recommender:
         self.embedder = embedder
         self.detection_confidence = detection_confidence
         self.paths = paths  # where downloaded product images are looked up; None serves none
-        self.products = _Products(prepare_products(products))
+        self.products = Products(prepare_products(products))
         self.sites: tuple[str, ...] = tuple(sorted(set(self.products.table["site"].astype(str))))
         self._position = pd.Index(self.products.table["product_id"].astype(str))
         self._catalogs = {category: self._align(category, index) for category, index in indexes.items()}
@@ -290,9 +90,9 @@ class Recommender:
             )
         products = read_products(paths.products)
         # Imported here: they pull in ONNX Runtime and TensorFlow, which the CLI must not load to show --help.
-        from fashion_pipeline.lib.classifier import load_embedder
-        from fashion_pipeline.lib.detector import load_detector
-        from fashion_pipeline.lib.knn import KnnIndexError, load_indexes
+        from fashion_pipeline.lib.retrieval.knn import KnnIndexError, load_indexes
+        from fashion_pipeline.lib.training.detector import load_detector
+        from fashion_pipeline.lib.training.embedder import load_embedder
 
         try:
             detector = load_detector(paths.detector_dir)
@@ -315,7 +115,7 @@ class Recommender:
         self.detector.detect(blank, conf=self.detection_confidence)
         self.embedder.embed([blank])
 
-    def _align(self, category: str, index: SearchIndex) -> _CategoryCatalog:
+    def _align(self, category: str, index: SearchIndex) -> CategoryCatalog:
         positions = self._position.get_indexer(np.asarray(index.product_ids).astype(str))
         known = positions >= 0
         if not known.all():
@@ -329,7 +129,7 @@ class Recommender:
         table = self.products.table
         price_usd = np.where(known, pd.to_numeric(table["price_usd"], errors="coerce").to_numpy()[safe], np.nan)
         site = np.where(known, table["site"].astype(str).to_numpy()[safe], "")
-        return _CategoryCatalog(index=index, known=known, positions=positions, price_usd=price_usd, site=site)
+        return CategoryCatalog(index=index, known=known, positions=positions, price_usd=price_usd, site=site)
 
     # --- what the app shows about itself -----------------------------------------------------------------
     @property
@@ -362,7 +162,7 @@ class Recommender:
         position = self._position.get_indexer([product_id])[0]
         if position < 0 or self.paths is None:
             return None
-        stored = _text(self.products.columns["image_path"][position])
+        stored = text_or_none(self.products.columns["image_path"][position])
         if not stored:
             return None
         root = self.paths.root.resolve()
@@ -473,7 +273,7 @@ class Recommender:
         return results
 
     @staticmethod
-    def _nearest(catalog: _CategoryCatalog, queries: np.ndarray, query: Query) -> list[list[tuple[int, float]]]:
+    def _nearest(catalog: CategoryCatalog, queries: np.ndarray, query: Query) -> list[list[tuple[int, float]]]:
         """The k best allowed rows per query, widening the search until filters leave k or the index is spent."""
         count = int(catalog.index.manifest.count)
         allowed = catalog.allowed(query)

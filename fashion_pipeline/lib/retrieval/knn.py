@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fashion_pipeline.lib.atomic import atomic_dir, write_json, write_parquet
-from fashion_pipeline.lib.frameworks import DEFAULT_THREADS
+from fashion_pipeline.lib.common.atomic import atomic_dir, write_json, write_parquet
+from fashion_pipeline.lib.common.frameworks import DEFAULT_THREADS
 
 MANIFEST_FILE = "manifest.json"
 PRODUCT_IDS_FILE = "product_ids.parquet"

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-CATEGORIES_FILE = Path(__file__).resolve().parent.parent / "categories.yaml"
+CATEGORIES_FILE = Path(__file__).resolve().parents[2] / "categories.yaml"
 
 
 def default_data_dir() -> Path:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fashion_pipeline.lib.images import ImageError, load_image
+from fashion_pipeline.lib.common.images import ImageError, load_image
 
 MANIFEST_COLUMNS = [
     "crop_path",

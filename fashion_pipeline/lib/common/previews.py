@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from fashion_pipeline.lib.images import load_image
+from fashion_pipeline.lib.common.images import load_image
 
 
 def count_table_md(counts: pd.DataFrame, row: str, column: str, value: str = "count") -> str:

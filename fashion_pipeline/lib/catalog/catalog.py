@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 from PIL import Image
 
-SITES_FILE = Path(__file__).resolve().parent.parent / "crawl" / "sites.yaml"
+SITES_FILE = Path(__file__).resolve().parents[2] / "crawl" / "sites.yaml"
 
 # data/catalog/products.parquet, in this order (the DESIGN.md contract plus `sku`).
 CATALOG_COLUMNS: tuple[str, ...] = (

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fashion_pipeline.lib.atomic import atomic_dir, write_json
+from fashion_pipeline.lib.common.atomic import atomic_dir, write_json
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"

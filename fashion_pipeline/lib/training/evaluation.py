@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from fashion_pipeline.lib.categories import CATEGORIES
-from fashion_pipeline.lib.images import ImageError, load_image
+from fashion_pipeline.lib.common.categories import CATEGORIES
+from fashion_pipeline.lib.common.images import ImageError, load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -79,7 +79,8 @@ def evaluate_classifier(
     The class of an image is the name of the folder holding it; `mapping_csv` (default
     `<folder>/labels_5class.csv`; without one, folder names must be the categories themselves) maps it.
     """
-    from fashion_pipeline.lib.classifier import classification_metrics, load_embedder
+    from fashion_pipeline.lib.training.classifier_training import classification_metrics
+    from fashion_pipeline.lib.training.embedder import load_embedder
 
     folder = Path(folder)
     mapping_csv = mapping_csv or _default(folder, DEFAULT_CLASSIFIER_MAPPING)
@@ -251,7 +252,7 @@ def evaluate_detector(
     `<folder>/class_map_5class.csv`; without one, class ids are the categories in model order) maps class
     ids onto the categories. Predictions down to `conf` count, as in ultralytics' validation.
     """
-    from fashion_pipeline.lib.detector import load_detector
+    from fashion_pipeline.lib.training.detector import load_detector
 
     folder = Path(folder)
     image_dir, label_dir = folder / "images", folder / "labels"

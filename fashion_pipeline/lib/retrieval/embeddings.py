@@ -24,15 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from fashion_pipeline.lib.atomic import atomic_path
-from fashion_pipeline.lib.images import ImageError, load_image
+from fashion_pipeline.lib.common.atomic import atomic_path
+from fashion_pipeline.lib.common.images import ImageError, load_image
 
 EMBEDDING_COLUMNS = ["product_id", "category", "model_version", "embedding", "image_sha256"]
 _METADATA_KEY = "fashion_pipeline"
 
 
 class Embedder(Protocol):
-    """What `embed_catalog` needs of `fashion_pipeline.lib.classifier.load_embedder(...)`."""
+    """What `embed_catalog` needs of `fashion_pipeline.lib.training.embedder.load_embedder(...)`."""
 
     version: int
     embedding_dim: int

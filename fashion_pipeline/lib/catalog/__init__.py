@@ -1,0 +1,1 @@
+"""The catalog stage: sites, crawl reports, deduplication, prices and the merged products table."""

@@ -1,0 +1,89 @@
+"""What callers of the recommender see: the `Query` a shopper asks, the `RecommendAnswer`, and its errors.
+
+`RecommendAnswer.to_dict()` is the answer shape of DESIGN.md's `POST /api/recommend`, returned by the HTTP
+app and the `recommend` command alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_K = 10
+MAX_K = 100
+
+NO_GARMENT_MESSAGE = (
+    "No garment found in this photo. Try a photo where the clothing is clearly visible, "
+    "or choose a category to search the whole photo."
+)
+
+
+class RecommenderError(RuntimeError):
+    """The materialized files cannot serve recommendations; the message says what to (re)materialize."""
+
+
+class QueryError(ValueError):
+    """A request parameter is out of range or names something unknown; the message says what is allowed."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a shopper asks for besides the photo; build it with `Recommender.make_query` to validate it."""
+
+    k: int = DEFAULT_K
+    category: str | None = None  # search this category instead of the detected one
+    max_price_usd: float | None = None
+    site: str | None = None
+    include_crops: bool = False  # add a JPEG data URL of each crop (the page shows them)
+
+    @property
+    def filtered(self) -> bool:
+        return self.max_price_usd is not None or self.site is not None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    product_id: str
+    name: str
+    price: float | None
+    currency: str | None
+    price_usd: float | None
+    site: str
+    url: str
+    image_url: str | None
+    score: float  # cosine similarity of the garment crop and the product image, 1 is identical
+
+
+@dataclass(frozen=True)
+class Garment:
+    box: list[float]  # x1, y1, x2, y2 in pixels of the upright (EXIF-rotated) photo
+    category: str
+    score: float  # detector confidence; 0 for the whole photo searched under a chosen category
+    recommendations: list[Recommendation]
+    crop: str | None = None  # data:image/jpeg;base64,... when the query asked for crops
+
+
+@dataclass(frozen=True)
+class RecommendAnswer:
+    detections: list[Garment]
+    message: str | None = None
+    image_size: tuple[int, int] = (0, 0)  # width, height of the upright photo the boxes refer to
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON answer of `POST /api/recommend` and `fashion-pipeline recommend --json`."""
+        detections = []
+        for garment in self.detections:
+            entry: dict[str, Any] = {
+                "box": garment.box,
+                "category": garment.category,
+                "score": garment.score,
+                "recommendations": [vars(r).copy() for r in garment.recommendations],
+            }
+            if garment.crop is not None:
+                entry["crop"] = garment.crop
+            detections.append(entry)
+        return {
+            "detections": detections,
+            "message": self.message,
+            "image": {"width": self.image_size[0], "height": self.image_size[1]},
+        }
