@@ -1,4 +1,4 @@
-"""`fashion-pipeline`: demo, serve, recommend, evaluate. Each subcommand lives in fashion_pipeline/commands/."""
+"""`fashion-pipeline`: demo, serve, recommend, evaluate, contact-sheet. Each subcommand lives in fashion_pipeline/commands/."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ COMMANDS = {
     "serve": "Serve the shopping page and HTTP API from the materialized files.",
     "recommend": "Recommend products for the garments in one photo (same answer as POST /api/recommend).",
     "evaluate": "Score the champion models on a labelled folder of your own photos.",
+    "contact-sheet": "Draw one picture of what the app answers for a set of photos (boxes, categories, products).",
 }
 
 
@@ -20,9 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, help_text in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(f"fashion_pipeline.commands.{name}").add_arguments(sub)
+        importlib.import_module(f"fashion_pipeline.commands.{name.replace('-', '_')}").add_arguments(sub)
     args = parser.parse_args(argv)
-    return importlib.import_module(f"fashion_pipeline.commands.{args.command}").run(args)
+    return importlib.import_module(f"fashion_pipeline.commands.{args.command.replace('-', '_')}").run(args)
 
 
 if __name__ == "__main__":
