@@ -17,11 +17,12 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.yolo_config
 
 HOST ?= 127.0.0.1
 
-.PHONY: help venv chromium dagster-home demo test lint format ui mlflow serve bench clean
+.PHONY: help venv chromium dagster-home demo real test lint format ui mlflow serve bench clean
 
 help:
 	@echo "make demo    set up, materialize everything on the embedded default, start the UIs and the app"
 	@echo "make test    set up and run the test suite"
+	@echo "make real    the same on real photos: pretrained weights (WEIGHTS=dir), labelled photos (PHOTOS=dir)"
 	@echo "make lint | format | ui | mlflow | serve | bench | clean"
 
 venv: $(STAMP)
@@ -46,6 +47,14 @@ dagster-home:
 
 demo: venv chromium dagster-home
 	$(BIN)/fashion-pipeline demo --host $(HOST)
+
+# The real profile: pretrained weights and labelled real photos (README: Real photos). The defaults point
+# at this repository's ../shared folder; name your own with WEIGHTS=... PHOTOS=...
+WEIGHTS ?= $(abspath ../shared/weights)
+PHOTOS ?= $(abspath ../shared/data/real)
+real: venv chromium dagster-home
+	FASHION_WEIGHTS_DIR=$(WEIGHTS) FASHION_REAL_PHOTOS=$(PHOTOS) \
+		$(BIN)/fashion-pipeline demo --profile real --host $(HOST)
 
 test: venv chromium
 	$(BIN)/python -m pytest

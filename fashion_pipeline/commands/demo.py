@@ -19,14 +19,37 @@ from pathlib import Path
 # Only the demo shop can be crawled offline; real sites are crawled from the UI or the recrawl schedule.
 DEFAULT_DEMO_SITES = "demo_shop"
 
+# What a profile changes in the run: asset name -> its Dagster config. `demo` is every asset's default.
+# `real` trains from pretrained weights (FASHION_WEIGHTS_DIR) on the labelled photo sources
+# (FASHION_PHOTO_SOURCES, default photo_sources/real.yaml) without the generated sample, and crawls the
+# shop built from a folder of real product photos.
+PROFILES: dict[str, dict[str, dict]] = {
+    "demo": {},
+    "real": {
+        "garment_crops": {"include_deepfashion2": False},
+        "yolo_dataset": {"include_deepfashion2": False},
+        "garment_classifier": {"profile": "real"},
+        "garment_detector": {"profile": "real"},
+    },
+}
+PROFILE_SITES = {"demo": DEFAULT_DEMO_SITES, "real": "real_products"}
+REAL_SOURCES_FILE = Path(__file__).resolve().parents[2] / "photo_sources" / "real.yaml"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface the UIs listen on (default 127.0.0.1)")
     parser.add_argument("--dagster-port", type=int, default=3000)
     parser.add_argument("--mlflow-port", type=int, default=5000)
     parser.add_argument("--app-port", type=int, default=8000)
-    parser.add_argument("--sites", default=os.environ.get("FASHION_DEMO_SITES", DEFAULT_DEMO_SITES),
-                        help="comma-separated catalog_raw partitions to crawl (default: demo_shop)")  # fmt: skip
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="demo",
+        help="demo: the generated sample and demo shop (default); real: pretrained weights, labelled real "
+        "photos and a shop of real products (needs FASHION_WEIGHTS_DIR and FASHION_REAL_PHOTOS)",
+    )
+    parser.add_argument("--sites", default=os.environ.get("FASHION_DEMO_SITES"),
+                        help="comma-separated catalog_raw partitions to crawl (default: the profile's shop)")  # fmt: skip
     parser.add_argument("--skip-materialize", action="store_true", help="only start the UIs on what exists")
     parser.add_argument(
         "--retrain",
@@ -59,7 +82,12 @@ def prepare_environment() -> Path:
 TRAINING_ASSETS = {"garment_classifier": "classifier_dir", "garment_detector": "detector_dir"}
 
 
-def materialize_all(sites: list[str], retrain: bool = False) -> None:
+def profile_config(profile: str, assets: list[str]) -> dict:
+    """The run config of `profile` for the assets of one run (Dagster refuses config for assets not in it)."""
+    return {"ops": {name: {"config": config} for name, config in PROFILES[profile].items() if name in assets}}
+
+
+def materialize_all(sites: list[str], retrain: bool = False, profile: str = "demo") -> None:
     """Materialize the whole graph in dependency order, partitioned assets once per requested partition."""
     import dagster as dg
 
@@ -109,6 +137,7 @@ def materialize_all(sites: list[str], retrain: bool = False) -> None:
                 resources=defs.resources,
                 selection=batch,
                 partition_key=partition_key,
+                run_config=profile_config(profile, [key.to_user_string() for key in batch]),
                 raise_on_error=False,
             )
             done = {event.asset_key for event in result.get_asset_materialization_events()}
@@ -196,8 +225,11 @@ def start_services(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     prepare_environment()
+    if args.profile == "real":
+        os.environ.setdefault("FASHION_PHOTO_SOURCES", str(REAL_SOURCES_FILE))
+    sites = args.sites or PROFILE_SITES[args.profile]
     if not args.skip_materialize:
-        materialize_all([s.strip() for s in args.sites.split(",") if s.strip()], retrain=args.retrain)
+        materialize_all([s.strip() for s in sites.split(",") if s.strip()], retrain=args.retrain, profile=args.profile)
     if args.no_ui:
         return 0
     return start_services(args)
