@@ -28,6 +28,8 @@ os.environ.update(
     }
 )
 os.environ.pop("FASHION_DF2_ROOT", None)
+# A developer's weights folder would change what `pretrained="auto"` finds; tests choose their own.
+os.environ.pop("FASHION_WEIGHTS_DIR", None)
 (_SESSION_ROOT / "mlruns").mkdir(parents=True, exist_ok=True)
 (_SESSION_ROOT / "dagster_home").mkdir(parents=True, exist_ok=True)
 (_SESSION_ROOT / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
