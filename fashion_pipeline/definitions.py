@@ -2,11 +2,12 @@
 
 import dagster as dg
 
-from fashion_pipeline.defs import catalog, deepfashion2, retrieval, training
+from fashion_pipeline.defs import catalog, deepfashion2, photos, retrieval, training
 from fashion_pipeline.defs.resources import DataPathsResource, MlflowResource
 
 defs = dg.Definitions.merge(
     deepfashion2.defs,
+    photos.defs,
     training.defs,
     catalog.defs,
     retrieval.defs,

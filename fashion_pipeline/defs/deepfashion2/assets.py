@@ -1,4 +1,8 @@
-"""DeepFashion2 -> one table of garment items -> balanced crops (classifier) and a YOLO dataset (detector)."""
+"""DeepFashion2 -> one table of garment items -> balanced crops (classifier) and a YOLO dataset (detector).
+
+The crops and the YOLO dataset also take the train/validation rows of the labelled photos (the photos stage);
+their `no_test_photos` checks prove that no test photo of a source reached either.
+"""
 
 import dagster as dg
 import pandas as pd
@@ -7,8 +11,11 @@ from pydantic import Field
 from fashion_pipeline.defs.resources import DataPathsResource
 from fashion_pipeline.lib.common.atomic import atomic_dir, write_parquet
 from fashion_pipeline.lib.common.categories import CATEGORIES, DF2_CATEGORY_NAMES, load_category_map
+from fashion_pipeline.lib.common.paths import DataPaths
 from fashion_pipeline.lib.common.previews import count_table_md, image_strip_md
 from fashion_pipeline.lib.deepfashion2 import crops, reader, yolo_format
+from fashion_pipeline.lib.photos.reader import PHOTO_COLUMNS, read_photo_table
+from fashion_pipeline.lib.photos.training_rows import find_test_leaks, training_rows
 
 GROUP = "deepfashion2"
 # Share of skipped items above which the merge's check fails instead of warning.
@@ -17,6 +24,44 @@ MAX_SKIPPED_FRACTION = 0.01
 
 def _counts(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return df.groupby(by, observed=True).size().rename("count").reset_index()
+
+
+def _training_inputs(data: DataPaths, include_deepfashion2: bool, use: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Training rows for `use` (DeepFashion2 items and labelled photos), the photo table, and a note on it."""
+    items = pd.read_parquet(data.garment_items).dropna(subset=["category"]) if include_deepfashion2 else None
+    photos = read_photo_table(data.labelled_photos)
+    note = str(data.labelled_photos)
+    if photos is None:
+        photos, note = pd.DataFrame(columns=PHOTO_COLUMNS), "labelled_photos not materialized: no photos"
+    rows = training_rows(items, photos, use)
+    if rows.empty:
+        raise ValueError(
+            f"no training rows for {use}: include_deepfashion2 is {include_deepfashion2} and no labelled photo "
+            f"source feeds it ({note})"
+        )
+    return rows, photos, note
+
+
+def _no_test_photos(photos: pd.DataFrame, trained: pd.DataFrame) -> dg.AssetCheckResult:
+    leaks = find_test_leaks(photos, trained)
+    return dg.AssetCheckResult(
+        check_name="no_test_photos",
+        passed=not leaks,
+        metadata={
+            "test_photos": int((photos["split"] == "test").sum()),
+            "leaked": len(leaks),
+            "leaks": dg.MetadataValue.json(leaks[:50]),
+        },
+    )
+
+
+def _no_test_photos_spec(asset: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        "no_test_photos",
+        asset=asset,
+        blocking=True,
+        description="No test photo of a labelled source (by its id or by its file's sha256) is in the training data.",
+    )
 
 
 class SampleConfig(dg.Config):
@@ -187,26 +232,30 @@ class CropsConfig(dg.Config):
     min_size: int = Field(default=24, description="Boxes smaller than this many pixels on a side are left out.")
     max_side: int = Field(default=320, description="Crops are downscaled to this longest side.")
     seed: int = 0
+    include_deepfashion2: bool = Field(
+        default=True, description="Crop DeepFashion2 items (sample or real) beside the labelled photos."
+    )
 
 
 @dg.asset(
     group_name=GROUP,
     kinds={"jpeg", "parquet"},
-    deps=[garment_items],
+    deps=[garment_items, dg.AssetKey("labelled_photos")],
     check_specs=[
         dg.AssetCheckSpec(
             "crops_match_items",
             asset="garment_crops",
             blocking=True,
             description="One crop file per selected item: manifest rows = files written = items kept.",
-        )
+        ),
+        _no_test_photos_spec("garment_crops"),
     ],
 )
 def garment_crops(config: CropsConfig, paths: DataPathsResource) -> dg.MaterializeResult:
-    """Balanced crop dataset per split and category, with a manifest, for the classifier."""
+    """Balanced crop dataset per split and category (DeepFashion2 items and labelled photos), for the classifier."""
     data = paths.get()
-    settings = crops.CropSettings(**config.model_dump())
-    items = pd.read_parquet(data.garment_items).dropna(subset=["category"])
+    settings = crops.CropSettings(**config.model_dump(exclude={"include_deepfashion2"}))
+    items, photos, photos_note = _training_inputs(data, config.include_deepfashion2, "crops")
     selected, left_out = crops.select_balanced(items, settings)
     with atomic_dir(data.crops_dir) as tmp:
         manifest, report = crops.write_crops(selected, tmp, settings, final_dir=data.crops_dir)
@@ -223,6 +272,10 @@ def garment_crops(config: CropsConfig, paths: DataPathsResource) -> dg.Materiali
             "by_category": dg.MetadataValue.md(
                 count_table_md(_counts(manifest, ["category", "split"]), "category", "split")
             ),
+            "by_source": dg.MetadataValue.md(
+                count_table_md(_counts(manifest, ["photo_source", "split"]), "photo_source", "split")
+            ),
+            "labelled_photos": photos_note,
             "samples": dg.MetadataValue.md(image_strip_md(samples, title="crops")),
         },
         check_results=[
@@ -230,7 +283,8 @@ def garment_crops(config: CropsConfig, paths: DataPathsResource) -> dg.Materiali
                 check_name="crops_match_items",
                 passed=len(manifest) == files == kept,
                 metadata={"manifest_rows": len(manifest), "files": files, "items_kept": kept},
-            )
+            ),
+            _no_test_photos(photos, manifest),
         ],
     )
 
@@ -238,28 +292,34 @@ def garment_crops(config: CropsConfig, paths: DataPathsResource) -> dg.Materiali
 class YoloConfig(dg.Config):
     per_class_cap: int = Field(default=5_000, description="Most boxes per class and split in the subset.")
     seed: int = 0
+    include_deepfashion2: bool = Field(
+        default=True, description="Take DeepFashion2 images (sample or real) beside the labelled detector photos."
+    )
 
 
 @dg.asset(
     group_name=GROUP,
     kinds={"yolo"},
-    deps=[garment_items],
+    deps=[garment_items, dg.AssetKey("labelled_photos")],
     check_specs=[
         dg.AssetCheckSpec(
             "labels_valid",
             asset="yolo_dataset",
             blocking=True,
             description="One label file per image and every coordinate inside [0, 1].",
-        )
+        ),
+        _no_test_photos_spec("yolo_dataset"),
     ],
 )
 def yolo_dataset(config: YoloConfig, paths: DataPathsResource) -> dg.MaterializeResult:
-    """A balanced YOLO-format subset (images, labels, data.yaml with absolute paths) for the detector."""
+    """A balanced YOLO-format subset (DeepFashion2 and labelled detector photos; data.yaml, manifest) for the detector."""
     data = paths.get()
-    items = pd.read_parquet(data.garment_items).dropna(subset=["category"])
-    selected = yolo_format.select_images(items, CATEGORIES, yolo_format.YoloSettings(**config.model_dump()))
+    items, photos, photos_note = _training_inputs(data, config.include_deepfashion2, "detector")
+    settings = yolo_format.YoloSettings(**config.model_dump(exclude={"include_deepfashion2"}))
+    selected = yolo_format.select_images(items, CATEGORIES, settings)
     with atomic_dir(data.yolo_dir) as tmp:
         report = yolo_format.write_yolo_dataset(selected, tmp, CATEGORIES, final_dir=data.yolo_dir)
+        write_parquet(report.manifest, tmp / data.yolo_manifest.name)
     audit = yolo_format.audit_yolo_dataset(data.yolo_dir)
     instances = pd.DataFrame(
         [{"split": s, "category": c, "count": n} for (s, c), n in sorted(report.instances.items())]
@@ -270,6 +330,14 @@ def yolo_dataset(config: YoloConfig, paths: DataPathsResource) -> dg.Materialize
             "boxes": audit.boxes,
             "path": dg.MetadataValue.path(str(data.yolo_data_yaml)),
             "boxes_by_category": dg.MetadataValue.md(count_table_md(instances, "category", "split")),
+            "images_by_source": dg.MetadataValue.md(
+                count_table_md(
+                    _counts(report.manifest.drop_duplicates("image_file"), ["photo_source", "yolo_split"]),
+                    "photo_source",
+                    "yolo_split",
+                )
+            ),
+            "labelled_photos": photos_note,
         },
         check_results=[
             dg.AssetCheckResult(
@@ -283,6 +351,7 @@ def yolo_dataset(config: YoloConfig, paths: DataPathsResource) -> dg.Materialize
                     "images_without_label": audit.images_without_label,
                     "boxes_out_of_range": audit.boxes_out_of_range,
                 },
-            )
+            ),
+            _no_test_photos(photos, report.manifest),
         ],
     )

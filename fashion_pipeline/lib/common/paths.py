@@ -72,6 +72,15 @@ class DataPaths:
     def yolo_data_yaml(self) -> Path:
         return self.yolo_dir / "data.yaml"
 
+    @property
+    def yolo_manifest(self) -> Path:
+        return self.yolo_dir / "manifest.parquet"
+
+    # --- labelled photos (FASHION_PHOTO_SOURCES) ------------------------------------------------------
+    @property
+    def labelled_photos(self) -> Path:
+        return self.root / "photos" / "labelled_photos.parquet"
+
     # --- models ---------------------------------------------------------------------------------------
     @property
     def classifier_dir(self) -> Path:

@@ -1,7 +1,11 @@
-"""The balanced crop dataset the classifier is trained on: one JPEG per garment item, capped per class."""
+"""The balanced crop dataset the classifier is trained on: one JPEG per garment item, capped per class.
+
+Items are DeepFashion2's and, beside them, labelled photos (`photo_source` names where each came from).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +15,7 @@ import pandas as pd
 from PIL import Image
 
 from fashion_pipeline.lib.common.images import ImageError, load_image
+from fashion_pipeline.lib.photos.training_rows import DF2_PHOTO_SOURCE, file_stem
 
 MANIFEST_COLUMNS = [
     "crop_path",
@@ -24,6 +29,8 @@ MANIFEST_COLUMNS = [
     "style",
     "width",
     "height",
+    "photo_source",
+    "sha256",  # of the source photo's bytes: the no_test_photos check compares it with every test photo
 ]
 
 
@@ -76,7 +83,7 @@ def crop_box(image: Image.Image, box: tuple[float, float, float, float], margin:
 
 
 def crop_file_name(row) -> str:
-    return f"{row.image_id}_{int(row.item_index)}.jpg"
+    return f"{file_stem(row.image_id)}_{int(row.item_index)}.jpg"
 
 
 def write_crops(
@@ -85,17 +92,22 @@ def write_crops(
     """Write one crop per selected item under `out_dir/<split>/<category>/`; returns the manifest.
 
     `out_dir` may be a temporary folder that the caller renames to `final_dir` afterwards (atomic swap):
-    the manifest records the paths under `final_dir`. Each source image is decoded once for all its items.
+    the manifest records the paths under `final_dir`. Each source image is read and decoded once for all its
+    items. Items without a `photo_source` are DeepFashion2's.
     """
     final_dir = Path(final_dir or out_dir)
+    if "photo_source" not in selected:
+        selected = selected.assign(photo_source=DF2_PHOTO_SOURCE)
     report = CropReport()
     rows = []
     for image_path, group in selected.groupby("image_path", sort=True):
         try:
-            image = load_image(image_path)
-        except ImageError:
+            data = Path(image_path).read_bytes()
+            image = load_image(data)
+        except (OSError, ImageError):
             report.left_out["unreadable_image"] += len(group)
             continue
+        sha256 = hashlib.sha256(data).hexdigest()
         for row in group.itertuples(index=False):
             crop = image.crop(crop_box(image, (row.x1, row.y1, row.x2, row.y2), settings.margin))
             crop.thumbnail((settings.max_side, settings.max_side), Image.Resampling.BILINEAR)
@@ -116,6 +128,8 @@ def write_crops(
                     "style": int(row.style),
                     "width": crop.width,
                     "height": crop.height,
+                    "photo_source": str(row.photo_source),
+                    "sha256": sha256,
                 }
             )
             report.written += 1

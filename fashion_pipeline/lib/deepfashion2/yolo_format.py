@@ -1,7 +1,9 @@
-"""The detector's training set in the YOLO layout: images/, labels/ (class xc yc w h, normalised), data.yaml."""
+"""The detector's training set in the YOLO layout: images/, labels/ (class xc yc w h, normalised), data.yaml,
+and a manifest (one row per box: where its image came from, `photo_source` and the image's sha256)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections import Counter
@@ -11,7 +13,10 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from fashion_pipeline.lib.photos.training_rows import DF2_PHOTO_SOURCE, file_stem
+
 YOLO_SPLITS = {"train": "train", "validation": "val"}  # DeepFashion2 split -> YOLO folder name
+MANIFEST_COLUMNS = ["yolo_split", "image_file", "image_id", "photo_source", "category", "sha256"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,7 @@ class YoloSettings:
 class YoloReport:
     images: Counter  # yolo split -> images
     instances: Counter  # (yolo split, category) -> boxes
+    manifest: pd.DataFrame  # MANIFEST_COLUMNS, one row per box
 
 
 def select_images(items: pd.DataFrame, categories: tuple[str, ...], settings: YoloSettings) -> pd.DataFrame:
@@ -74,10 +80,15 @@ def _link_or_copy(source: Path, target: Path) -> None:
 def write_yolo_dataset(
     selected: pd.DataFrame, out_dir: Path, categories: tuple[str, ...], final_dir: Path | None = None
 ) -> YoloReport:
-    """Write images/, labels/ and data.yaml into `out_dir`; data.yaml names `final_dir` (absolute paths,
-    since Ultralytics resolves relative ones against its own settings folder)."""
+    """Write images/, labels/ and data.yaml into `out_dir` and return the manifest; data.yaml names `final_dir`
+    (absolute paths, since Ultralytics resolves relative ones against its own settings folder). Items without
+    a `photo_source` are DeepFashion2's."""
     final_dir = Path(final_dir or out_dir).resolve()
-    report = YoloReport(images=Counter(), instances=Counter())
+    if "photo_source" not in selected:
+        selected = selected.assign(photo_source=DF2_PHOTO_SOURCE)
+    images: Counter = Counter()
+    instances: Counter = Counter()
+    rows = []
     for (split, image_id), group in selected.groupby(["split", "image_id"], observed=True, sort=True):
         yolo_split = YOLO_SPLITS[str(split)]
         image_dir = out_dir / "images" / yolo_split
@@ -85,11 +96,14 @@ def write_yolo_dataset(
         image_dir.mkdir(parents=True, exist_ok=True)
         label_dir.mkdir(parents=True, exist_ok=True)
         source = Path(group["image_path"].iloc[0])
-        _link_or_copy(source, image_dir / f"{image_id}{source.suffix}")
-        (label_dir / f"{image_id}.txt").write_text("\n".join(label_lines(group, categories)) + "\n")
-        report.images[yolo_split] += 1
-        for category in group["category"]:
-            report.instances[(yolo_split, str(category))] += 1
+        image_file = image_dir / f"{file_stem(image_id)}{source.suffix}"
+        _link_or_copy(source, image_file)
+        (label_dir / f"{file_stem(image_id)}.txt").write_text("\n".join(label_lines(group, categories)) + "\n")
+        sha256 = hashlib.sha256(image_file.read_bytes()).hexdigest()
+        images[yolo_split] += 1
+        for category, photo_source in zip(group["category"], group["photo_source"], strict=True):
+            instances[(yolo_split, str(category))] += 1
+            rows.append([yolo_split, image_file.name, str(image_id), str(photo_source), str(category), sha256])
     data = {
         "path": str(final_dir),
         "train": str(final_dir / "images" / "train"),
@@ -97,7 +111,7 @@ def write_yolo_dataset(
         "names": dict(enumerate(categories)),
     }
     (out_dir / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return report
+    return YoloReport(images=images, instances=instances, manifest=pd.DataFrame(rows, columns=MANIFEST_COLUMNS))
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ their images are skipped by the classifier and their boxes are not ground truth 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,54 +17,11 @@ import numpy as np
 
 from fashion_pipeline.lib.common.categories import CATEGORIES
 from fashion_pipeline.lib.common.images import ImageError, load_image
+from fashion_pipeline.lib.photos.labels import images_under, read_class_mapping
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
-# Column names accepted in a mapping CSV: the source class (name or id) and the target category.
-SOURCE_COLUMNS = ("class10", "source_class", "class", "folder", "name")
-SOURCE_ID_COLUMNS = ("source_class_id", "class_id", "id")
-TARGET_COLUMNS = ("target5", "category", "target")
 DEFAULT_CLASSIFIER_MAPPING = "labels_5class.csv"
 DEFAULT_DETECTOR_MAPPING = "class_map_5class.csv"
-
-
-def _column(header: Sequence[str], options: Sequence[str], path: Path) -> str:
-    for name in options:
-        if name in header:
-            return name
-    raise ValueError(f"{path}: no column named any of {list(options)} (columns: {list(header)})")
-
-
-def _target(value: str, path: Path) -> str | None:
-    value = value.strip()
-    if not value:
-        return None
-    if value not in CATEGORIES:
-        raise ValueError(f"{path}: target {value!r} is not one of {CATEGORIES} (leave it empty to skip a class)")
-    return value
-
-
-def read_class_mapping(path: Path, by_id: bool = False) -> dict[str, str | None]:
-    """Source class (name, or id with `by_id`) -> category or None, from a CSV; contradictions are errors."""
-    path = Path(path)
-    with path.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise ValueError(f"{path} has no rows")
-    header = list(rows[0])
-    source = _column(header, SOURCE_ID_COLUMNS if by_id else SOURCE_COLUMNS, path)
-    target = _column(header, TARGET_COLUMNS, path)
-    mapping: dict[str, str | None] = {}
-    for row in rows:
-        key, value = row[source].strip(), _target(row[target] or "", path)
-        if key in mapping and mapping[key] != value:
-            raise ValueError(f"{path}: class {key!r} maps to both {mapping[key]!r} and {value!r}")
-        mapping[key] = value
-    return mapping
-
-
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 # --- classifier ---------------------------------------------------------------------------------------
@@ -87,7 +43,7 @@ def evaluate_classifier(
     mapping = read_class_mapping(mapping_csv) if mapping_csv else {c: c for c in CATEGORIES}
     labelled: list[tuple[Path, str]] = []
     outside: dict[str, int] = {}
-    for image in _images_under(folder):
+    for image in images_under(folder):
         category = mapping.get(image.parent.name)
         if category is None:
             outside[image.parent.name] = outside.get(image.parent.name, 0) + 1
@@ -264,7 +220,7 @@ def evaluate_detector(
     )
     detector = load_detector(model_dir)
     predictions, truths, unreadable = [], [], []
-    for path in _images_under(image_dir):
+    for path in images_under(image_dir):
         try:
             image = load_image(path)
         except ImageError as exc:

@@ -1,0 +1,1 @@
+"""Labelled photos a user brings (class folders, CSV, YOLO folders) as training and evaluation inputs."""
