@@ -39,6 +39,11 @@ def image_strip_md(paths: Sequence[Path | str], height: int = 96, title: str = "
     for tile in tiles:
         strip.paste(tile, (x, 0))
         x += tile.width + 4
+    return image_md(strip, title)
+
+
+def image_md(image: Image.Image, title: str) -> str:
+    """`image` as Markdown with a JPEG data URL (the Dagster UI renders it inline)."""
     buffer = io.BytesIO()
-    strip.save(buffer, format="JPEG", quality=80)
+    image.convert("RGB").save(buffer, format="JPEG", quality=80)
     return f"![{title}](data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode()})"
