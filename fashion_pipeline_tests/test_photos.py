@@ -251,6 +251,7 @@ def test_crops_and_yolo_take_deepfashion2_and_the_photos_but_no_test_photo(
     for asset in ("garment_crops", "yolo_dataset"):
         check = _check(result, asset, "no_test_photos")
         assert check.passed and check.metadata["leaked"].value == 0
+        assert check.metadata["test_photos"].value == 5  # shop 2, street 2, catalogue 1
 
 
 def test_no_test_photos_fails_on_a_planted_leak(tmp_path: Path, sources_file: Path) -> None:

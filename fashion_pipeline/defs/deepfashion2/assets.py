@@ -48,7 +48,7 @@ def _no_test_photos(photos: pd.DataFrame, trained: pd.DataFrame) -> dg.AssetChec
         check_name="no_test_photos",
         passed=not leaks,
         metadata={
-            "test_photos": int((photos["split"] == "test").sum()),
+            "test_photos": len(photos[photos["split"] == "test"].drop_duplicates(["photo_source", "image_id"])),
             "leaked": len(leaks),
             "leaks": dg.MetadataValue.json(leaks[:50]),
         },

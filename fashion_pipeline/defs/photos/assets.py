@@ -1,6 +1,7 @@
 """Labelled photos a user has (class folders, CSV, YOLO folders) -> one table feeding crops, YOLO and evaluation."""
 
 import os
+from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -48,7 +49,8 @@ def _declared_splits(sources) -> set[tuple[str, str]]:
 def labelled_photos(config: PhotoSourcesConfig, paths: DataPathsResource) -> dg.MaterializeResult:
     """Labelled photo sources (FASHION_PHOTO_SOURCES) as one row per garment with its split and 5-way category."""
     data = paths.get()
-    sources_file = config.sources_file or os.environ.get(SOURCES_ENV, "")
+    setting = config.sources_file or os.environ.get(SOURCES_ENV, "")
+    sources_file = str(Path(setting).resolve()) if setting else ""
     sources = load_sources(sources_file) if sources_file else []
     table, reports = read_sources(sources)
     write_parquet(table, data.labelled_photos)
