@@ -8,7 +8,7 @@ their images are skipped by the classifier and their boxes are not ground truth 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,20 +53,8 @@ def evaluate_classifier(
         raise ValueError(f"{folder} has no images in class folders mapped onto {CATEGORIES} by {mapping_csv}")
 
     embedder = load_embedder(model_dir)
-    index = {c: i for i, c in enumerate(embedder.classes)}
-    predictions, labels, unreadable = [], [], []
-    for start in range(0, len(labelled), batch_size):
-        images, chunk_labels = [], []
-        for path, category in labelled[start : start + batch_size]:
-            try:
-                images.append(load_image(path))
-            except ImageError as exc:
-                unreadable.append(f"{path}: {exc}")
-                continue
-            chunk_labels.append(index[category])
-        if images:
-            predictions.extend(embedder.classify(images, batch_size).argmax(axis=1).tolist())
-            labels.extend(chunk_labels)
+    scored = classify_photos(embedder, labelled, batch_size)
+    labels, predictions, unreadable = scored.labels, scored.predictions, scored.unreadable
     metrics, confusion = classification_metrics(np.array(labels), np.array(predictions), embedder.classes)
     return {
         "model": {"dir": str(model_dir), "registered_version": embedder.version},
@@ -82,6 +70,35 @@ def evaluate_classifier(
         },
         "confusion_matrix": {"classes": list(embedder.classes), "rows_true": confusion.tolist()},
     }
+
+
+@dataclass
+class ClassifiedPhotos:
+    labels: np.ndarray  # true class index per readable photo, in the model's class order
+    predictions: np.ndarray  # predicted class index, same order
+    paths: list[Path | str]  # the readable photos, same order
+    unreadable: list[str]  # "<path>: <why>"
+
+
+def classify_photos(
+    embedder: Any, labelled: Sequence[tuple[Path | str, str]], batch_size: int = 32
+) -> ClassifiedPhotos:
+    """The classifier's prediction for each (photo, category); unreadable photos are listed, not fatal."""
+    index = {c: i for i, c in enumerate(embedder.classes)}
+    labels, predictions, paths, unreadable = [], [], [], []
+    for start in range(0, len(labelled), batch_size):
+        images = []
+        for path, category in labelled[start : start + batch_size]:
+            try:
+                images.append(load_image(path))
+            except ImageError as exc:
+                unreadable.append(f"{path}: {exc}")
+                continue
+            labels.append(index[category])
+            paths.append(path)
+        if images:
+            predictions.extend(embedder.classify(images, batch_size).argmax(axis=1).tolist())
+    return ClassifiedPhotos(np.array(labels, np.int64), np.array(predictions, np.int64), paths, unreadable)
 
 
 def _default(folder: Path, name: str) -> Path | None:
@@ -219,18 +236,12 @@ def evaluate_detector(
         read_class_mapping(mapping_csv, by_id=True) if mapping_csv else {str(i): c for i, c in enumerate(CATEGORIES)}
     )
     detector = load_detector(model_dir)
-    predictions, truths, unreadable = [], [], []
-    for path in images_under(image_dir):
-        try:
-            image = load_image(path)
-        except ImageError as exc:
-            unreadable.append(f"{path}: {exc}")
-            continue
+
+    def truth(path: Path, width: int, height: int) -> list[Box]:
         label_file = (label_dir / path.relative_to(image_dir)).with_suffix(".txt")
-        truths.append(read_yolo_labels(label_file, image.width, image.height, mapping))
-        predictions.append(
-            [Box(d.box, d.category, d.score) for d in detector.detect(image, conf=conf, max_detections=300)]
-        )
+        return read_yolo_labels(label_file, width, height, mapping)
+
+    predictions, truths, _paths, unreadable = detect_photos(detector, images_under(image_dir), truth, conf)
     if not truths:
         raise ValueError(f"{image_dir} holds no readable images")
     metrics = detection_metrics(predictions, truths, detector.classes)
@@ -242,6 +253,29 @@ def evaluate_detector(
         "unreadable": unreadable,
         **metrics,
     }
+
+
+def detect_photos(
+    detector: Any,
+    photos: Sequence[Path | str],
+    truth: Callable[[Any, int, int], list[Box]],
+    conf: float = 0.001,
+) -> tuple[list[list[Box]], list[list[Box]], list[Path | str], list[str]]:
+    """Predicted and true boxes per readable photo (`truth(path, width, height)` gives the latter), the
+    readable photos and the unreadable ones ("<path>: <why>"). Predictions down to `conf` count, as in
+    ultralytics' validation."""
+    predictions, truths, paths, unreadable = [], [], [], []
+    for path in photos:
+        try:
+            image = load_image(path)
+        except ImageError as exc:
+            unreadable.append(f"{path}: {exc}")
+            continue
+        truths.append(truth(path, image.width, image.height))
+        found = detector.detect(image, conf=conf, max_detections=300)
+        predictions.append([Box(d.box, d.category, d.score) for d in found])
+        paths.append(path)
+    return predictions, truths, paths, unreadable
 
 
 def format_report(results: dict[str, dict[str, Any]]) -> str:

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fashion_pipeline.lib.common.images import ImageError, load_image
-from fashion_pipeline.lib.training.evaluation import Box, detection_metrics
+from fashion_pipeline.lib.common.images import load_image
+from fashion_pipeline.lib.training.evaluation import Box, classify_photos, detect_photos, detection_metrics
 
 EXAMPLES = 12  # photos drawn per model in the example grids
 THUMB = 160
+SHOWN_SCORE = 0.25  # detections drawn in the examples: the app's own confidence floor
 
 
 @dataclass
@@ -46,32 +47,18 @@ def score_classifier(model_dir: Path, source: str, rows: pd.DataFrame, batch_siz
     from fashion_pipeline.lib.training.embedder import load_embedder
 
     embedder = load_embedder(model_dir)
-    index = {c: i for i, c in enumerate(embedder.classes)}
-    labels, predictions, unreadable, examples = [], [], [], []
-    records = list(rows[["image_path", "category"]].itertuples(index=False))
-    for start in range(0, len(records), batch_size):
-        images, chunk = [], []
-        for path, category in records[start : start + batch_size]:
-            try:
-                images.append(load_image(path))
-            except ImageError as exc:
-                unreadable.append(f"{path}: {exc}")
-                continue
-            chunk.append(index[category])
-        if not images:
-            continue
-        predicted = embedder.classify(images, batch_size).argmax(axis=1)
-        for image, truth, guess in zip(images, chunk, predicted, strict=True):
-            if len(examples) < EXAMPLES:
-                mark = "ok" if truth == guess else "WRONG"
-                caption = f"{embedder.classes[guess]} ({mark}; is {embedder.classes[truth]})"
-                examples.append((_thumbnail(image), caption))
-        labels.extend(chunk)
-        predictions.extend(predicted.tolist())
-    if not labels:
-        raise ValueError(f"{source}: none of its {len(records)} test photos could be read")
-    metrics, confusion = classification_metrics(np.array(labels), np.array(predictions), embedder.classes)
-    return RealPhotoScores(source, len(labels), metrics, embedder.classes, confusion, unreadable, examples)
+    labelled = list(rows[["image_path", "category"]].itertuples(index=False, name=None))
+    scored = classify_photos(embedder, labelled, batch_size)
+    if not len(scored.labels):
+        raise ValueError(f"{source}: none of its {len(labelled)} test photos could be read")
+    metrics, confusion = classification_metrics(scored.labels, scored.predictions, embedder.classes)
+    examples = []
+    for path, truth, guess in list(zip(scored.paths, scored.labels, scored.predictions, strict=True))[:EXAMPLES]:
+        verdict = "ok" if truth == guess else f"is {embedder.classes[truth]}"
+        examples.append((_thumbnail(load_image(path)), f"{embedder.classes[guess]} ({verdict})"))
+    return RealPhotoScores(
+        source, len(scored.labels), metrics, embedder.classes, confusion, scored.unreadable, examples
+    )
 
 
 def score_detector(model_dir: Path, source: str, rows: pd.DataFrame, conf: float = 0.001) -> RealPhotoScores:
@@ -82,33 +69,28 @@ def score_detector(model_dir: Path, source: str, rows: pd.DataFrame, conf: float
     from fashion_pipeline.lib.training.detector import load_detector
 
     detector = load_detector(model_dir)
-    predictions, truths, unreadable, examples = [], [], [], []
-    for path, boxes in rows.groupby("image_path", sort=True):
-        try:
-            image = load_image(path)
-        except ImageError as exc:
-            unreadable.append(f"{path}: {exc}")
-            continue
-        truth = [Box((r.x1, r.y1, r.x2, r.y2), r.category) for r in boxes.itertuples(index=False)]
-        found = detector.detect(image, conf=conf, max_detections=300)
-        truths.append(truth)
-        predictions.append([Box(d.box, d.category, d.score) for d in found])
-        if len(examples) < EXAMPLES:
-            drawn = image.convert("RGB")
-            draw = ImageDraw.Draw(drawn)
-            for box in truth:
-                draw.rectangle(box.box, outline=(40, 170, 80), width=3)
-            for detection in (d for d in found if d.score >= 0.25):
-                draw.rectangle(detection.box, outline=(230, 60, 60), width=3)
-                draw.text((detection.box[0] + 3, detection.box[1] + 2), detection.category, fill=(230, 60, 60))
-            examples.append((_thumbnail(drawn), "green: truth, red: detected"))
+    boxes = {
+        path: [Box((r.x1, r.y1, r.x2, r.y2), r.category) for r in group.itertuples(index=False)]
+        for path, group in rows.groupby("image_path", sort=True)
+    }
+    predictions, truths, paths, unreadable = detect_photos(detector, list(boxes), lambda path, *_: boxes[path], conf)
     if not truths:
-        raise ValueError(f"{source}: none of its test photos could be read")
+        raise ValueError(f"{source}: none of its {len(boxes)} test photos could be read")
     result = detection_metrics(predictions, truths, detector.classes)
     metrics = {"mAP50": result["mAP50"], "mAP50-95": result["mAP50-95"]}
     for category, figures in result["per_class"].items():
         metrics[f"AP50_{category}"] = figures["AP50"]
         metrics[f"AP50-95_{category}"] = figures["AP50-95"]
+    examples = []
+    for path, predicted, truth in list(zip(paths, predictions, truths, strict=True))[:EXAMPLES]:
+        drawn = load_image(path).convert("RGB")
+        draw = ImageDraw.Draw(drawn)
+        for box in truth:
+            draw.rectangle(box.box, outline=(40, 170, 80), width=3)
+        for box in (b for b in predicted if b.score >= SHOWN_SCORE):
+            draw.rectangle(box.box, outline=(230, 60, 60), width=3)
+            draw.text((box.box[0] + 3, box.box[1] + 2), box.category, fill=(230, 60, 60))
+        examples.append((_thumbnail(drawn), "green truth, red found"))
     return RealPhotoScores(source, len(truths), metrics, detector.classes, None, unreadable, examples)
 
 
