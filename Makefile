@@ -17,12 +17,13 @@ export YOLO_CONFIG_DIR := $(CURDIR)/.yolo_config
 
 HOST ?= 127.0.0.1
 
-.PHONY: help venv chromium dagster-home demo real test lint format ui mlflow serve bench clean
+.PHONY: help venv chromium postgresql dagster-home demo real stack stack-stop test lint format ui mlflow serve bench clean
 
 help:
 	@echo "make demo    set up, materialize everything on the embedded default, start the UIs and the app"
 	@echo "make test    set up and run the test suite"
 	@echo "make real    the same on real photos: pretrained weights (WEIGHTS=dir), labelled photos (PHOTOS=dir)"
+	@echo "make stack  the server deployment on this machine (PostgreSQL, MLflow server, Dagster webserver + daemon)"
 	@echo "make lint | format | ui | mlflow | serve | bench | clean"
 
 venv: $(STAMP)
@@ -30,7 +31,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,k8s]'
 	touch $(STAMP)
 
 # Browser for scrapy-playwright and the page tests: Debian's chromium here (playwright's own download
@@ -40,6 +41,21 @@ chromium:
 	elif command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; \
 	else $(BIN)/playwright install chromium; fi
+
+# PostgreSQL for `make stack` and its tests: Debian's package, used as binaries only (a cluster of our own under
+# .stack/ or a temporary folder; the system service is never started).
+postgresql:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "$$FASHION_PG_BIN" ]; then :; \
+	elif command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; \
+	else echo "install PostgreSQL (initdb, pg_ctl) and set FASHION_PG_BIN to its bin folder" >&2; exit 1; fi
+
+# The server deployment on loopback (README: Scale-out); the embedded default (make demo) is unaffected.
+stack: venv chromium postgresql
+	$(BIN)/fashion-pipeline stack up --host $(HOST)
+
+stack-stop: venv
+	$(BIN)/fashion-pipeline stack down
 
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME) mlruns
@@ -56,7 +72,7 @@ real: venv chromium dagster-home
 	FASHION_WEIGHTS_DIR=$(WEIGHTS) FASHION_REAL_PHOTOS=$(PHOTOS) \
 		$(BIN)/fashion-pipeline demo --profile real --host $(HOST)
 
-test: venv chromium
+test: venv chromium postgresql
 	$(BIN)/python -m pytest
 
 lint: venv

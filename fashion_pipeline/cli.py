@@ -1,4 +1,4 @@
-"""`fashion-pipeline`: demo, serve, recommend, evaluate, contact-sheet. Each subcommand lives in fashion_pipeline/commands/."""
+"""`fashion-pipeline`: demo, serve, recommend, evaluate, stack, contact-sheet. Each subcommand lives in fashion_pipeline/commands/."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ COMMANDS = {
     "serve": "Serve the shopping page and HTTP API from the materialized files.",
     "recommend": "Recommend products for the garments in one photo (same answer as POST /api/recommend).",
     "evaluate": "Score the champion models on a labelled folder of your own photos.",
+    "stack": "The server deployment on this machine: PostgreSQL, MLflow server, Dagster webserver and daemon.",
     "contact-sheet": "Draw one picture of what the app answers for a set of photos (boxes, categories, products).",
 }
 

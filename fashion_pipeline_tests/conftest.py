@@ -40,6 +40,7 @@ pytest_plugins = [
     "fashion_pipeline_tests.fixtures_catalog",
     "fashion_pipeline_tests.fixtures_retrieval",
     "fashion_pipeline_tests.fixtures_serving",
+    "fashion_pipeline_tests.fixtures_stack",
 ]
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

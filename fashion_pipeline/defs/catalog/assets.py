@@ -130,6 +130,7 @@ def catalog_images(context: dg.AssetExecutionContext, paths: DataPathsResource) 
 
 @dg.asset(
     group_name="catalog",
+    pool="catalog",
     kinds={"parquet"},
     deps=[catalog_images],
     automation_condition=catalog_follows_crawls,

@@ -72,7 +72,7 @@ class SampleConfig(dg.Config):
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"python", "jpeg"})
+@dg.asset(group_name=GROUP, kinds={"python", "jpeg"}, pool="deepfashion2")
 def deepfashion2_sample(config: SampleConfig, paths: DataPathsResource) -> dg.MaterializeResult:
     """A generated DeepFashion2-format sample (official layout and keys); skipped when FASHION_DF2_ROOT is set."""
     data = paths.get()
@@ -117,6 +117,7 @@ class MergeConfig(dg.Config):
 
 @dg.asset(
     group_name=GROUP,
+    pool="deepfashion2",
     kinds={"parquet"},
     deps=[deepfashion2_sample],
     check_specs=[
@@ -176,6 +177,7 @@ def deepfashion2_annotations(config: MergeConfig, paths: DataPathsResource) -> d
 
 @dg.asset(
     group_name=GROUP,
+    pool="deepfashion2",
     kinds={"parquet"},
     deps=[deepfashion2_annotations],
     check_specs=[
@@ -239,6 +241,7 @@ class CropsConfig(dg.Config):
 
 @dg.asset(
     group_name=GROUP,
+    pool="deepfashion2",
     kinds={"jpeg", "parquet"},
     deps=[garment_items, dg.AssetKey("labelled_photos")],
     check_specs=[
@@ -299,6 +302,7 @@ class YoloConfig(dg.Config):
 
 @dg.asset(
     group_name=GROUP,
+    pool="deepfashion2",
     kinds={"yolo"},
     deps=[garment_items, dg.AssetKey("labelled_photos")],
     check_specs=[

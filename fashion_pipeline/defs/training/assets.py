@@ -103,6 +103,7 @@ def _result(
 
 @dg.asset(
     group_name=GROUP,
+    pool="training",
     kinds={"tensorflow", "mlflow"},
     deps=[dg.AssetKey("garment_crops")],
     check_specs=[_gate_spec("garment_classifier", "accuracy", "min_accuracy", "data/models/classifier")],
@@ -125,6 +126,7 @@ def garment_classifier(
 
 @dg.asset(
     group_name=GROUP,
+    pool="training",
     kinds={"pytorch", "onnx", "mlflow"},
     deps=[dg.AssetKey("yolo_dataset")],
     check_specs=[_gate_spec("garment_detector", "mAP50", "min_map50", "data/models/detector")],
