@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 from collections import Counter
@@ -15,6 +16,9 @@ from PIL import Image
 from fashion_pipeline.crawl.settings import chromium_executable
 from fashion_pipeline.lib.samples.demo_shop import DemoShop, build_demo_shop, make_stand_in_items
 from fashion_pipeline.lib.samples.demo_shop_site import QuietHandler
+
+# Crawls in tests reach only loopback: Chromium resolves nothing else (the crawl subprocess has no socket guard).
+os.environ.setdefault("FASHION_CRAWL_LOOPBACK_ONLY", "1")
 
 # Small pages so a 20-product shop still paginates (and its JavaScript category has two pages).
 TEST_PER_PAGE = 3

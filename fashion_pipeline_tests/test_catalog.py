@@ -11,15 +11,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fashion_pipeline.lib.catalog.catalog import (
-    CATALOG_COLUMNS,
-    RAW_COLUMNS,
-    DuplicateImageFinder,
-    canonical_url,
-    image_signature,
-    load_sites,
-    merge_catalog,
-)
+from fashion_pipeline.lib.catalog.catalog import CATALOG_COLUMNS, RAW_COLUMNS, merge_catalog
+from fashion_pipeline.lib.catalog.duplicates import DuplicateImageFinder, image_signature
+from fashion_pipeline.lib.catalog.sites import load_sites
+from fashion_pipeline.lib.catalog.urls import canonical_url
 from fashion_pipeline.lib.common.images import load_image
 from fashion_pipeline.lib.samples.demo_shop import (
     DemoShop,
@@ -207,3 +202,18 @@ def test_server_serves_the_shop_on_loopback_and_always_stops(tmp_path):
 def test_serving_a_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing to serve"), serve_directory(tmp_path / "nope"):
         pass
+
+
+def test_duplicate_photos_in_the_real_catalog(real_data):
+    """Real product shots: the same photo under two ids is found; another shirt on the same model is not."""
+    images = real_data / "fashion-product-catalog" / "images"
+    finder = DuplicateImageFinder()
+    for sku in ("10184", "11672", "12000", "12583", "12036"):
+        finder.add(sku, image_signature(load_image(images / f"{sku}.jpg")))
+    assert finder.find(image_signature(load_image(images / "10185.jpg"))) == "10184"  # the same bytes
+    buffer = io.BytesIO()
+    load_image(images / "12036.jpg").save(buffer, "JPEG", quality=60)
+    assert finder.find(image_signature(load_image(buffer.getvalue()))) == "12036"
+    # Navy vs yellow check shirt, blue vs white stripes, two prints on one green T-shirt: other products.
+    for other in ("11704", "12014", "12602"):
+        assert finder.find(image_signature(load_image(images / f"{other}.jpg"))) is None

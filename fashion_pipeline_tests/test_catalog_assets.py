@@ -90,7 +90,7 @@ def test_crawl_without_garment_items_fails_with_the_step_to_take(tmp_path):
 def test_sites_are_partitions_and_the_schedule_recrawls_the_enabled_ones(tmp_path, monkeypatch):
     resources = {"paths": DataPathsResource(data_dir=str(tmp_path / "data"), df2_root="")}
     repository = dg.Definitions.merge(catalog_defs, dg.Definitions(resources=resources)).get_repository_def()
-    assert set(catalog_raw.partitions_def.get_partition_keys()) == {"demo_shop", "amazon", "darveys"}
+    assert set(catalog_raw.partitions_def.get_partition_keys()) == {"demo_shop", "amazon", "darveys", "real_products"}
     assert repository.get_job("recrawl_catalog").partitions_def == catalog_raw.partitions_def
 
     context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2025, 1, 2, 3, 0, tzinfo=dt.UTC))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fashion_pipeline.lib.catalog.catalog import load_usd_rates
+from fashion_pipeline.lib.catalog.sites import load_usd_rates
 from fashion_pipeline.lib.catalog.prices import PriceError, format_price, parse_price, to_usd
 
 

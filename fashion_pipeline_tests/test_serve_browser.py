@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from fashion_pipeline.crawl.settings import CHROMIUM_ARGS
+from fashion_pipeline.crawl.settings import LOOPBACK_CHROMIUM_ARGS
 from fashion_pipeline.lib.retrieval.query import NO_GARMENT_MESSAGE
 from fashion_pipeline_tests.fixtures_catalog import require_chromium
 from fashion_pipeline_tests.fixtures_serving import TWO_GARMENTS, encode, garment_photo
@@ -21,8 +21,8 @@ def browser():
 
     executable = require_chromium()  # fails, never skips, when it is missing
     with sync_playwright() as playwright:
-        # CHROMIUM_ARGS: no sandbox/GPU in containers, nothing but 127.0.0.1 resolves, no background traffic.
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        # No sandbox/GPU in containers, nothing but 127.0.0.1 resolves, no background traffic.
+        browser = playwright.chromium.launch(executable_path=executable, args=LOOPBACK_CHROMIUM_ARGS)
         yield browser
         browser.close()
 

@@ -5,42 +5,75 @@ URLs, download the image, drop repeated photos. A product that fails a step is d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+from scrapy import Request
 from scrapy.crawler import Crawler
+from scrapy.http.request import NO_CALLBACK
 from scrapy.pipelines.images import ImageException, ImagesPipeline
 from scrapy.pipelines.media import FileException
 
 from fashion_pipeline.crawl.items import ProductItem
 from fashion_pipeline.crawl.report import IMAGES_FAILED, ProductDropped
-from fashion_pipeline.lib.catalog.catalog import DuplicateImageFinder, canonical_url, image_signature
+from fashion_pipeline.lib.catalog.duplicates import DuplicateImageFinder, image_signature
 from fashion_pipeline.lib.catalog.prices import PriceError, parse_price, to_usd
+from fashion_pipeline.lib.catalog.urls import canonical_url, link_problem
 from fashion_pipeline.lib.common.categories import CATEGORIES
 from fashion_pipeline.lib.common.images import ImageError, load_image
 
 REQUIRED_FIELDS = ("sku", "name", "url", "image_url", "category")
 
 
-def validation_problem(item: ProductItem) -> str | None:
-    """Why `item` cannot be a catalog product, or None when it can."""
+def validation_problem(
+    item: ProductItem,
+    link_domains: Iterable[str] = (),
+    image_domains: Iterable[str] = (),
+    image_schemes: Iterable[str] = ("http", "https"),
+) -> str | None:
+    """Why `item` cannot be a catalog product, or None when it can.
+
+    Run on the canonical link: unwrapping a redirect can turn a shop's link into another scheme or host.
+    With no domains given, hosts are not checked (a parser test on a saved page).
+    """
     for name in REQUIRED_FIELDS:
         value = getattr(item, name)
         if not value or not str(value).strip():
             return f"missing {name}"
     if item.category not in CATEGORIES:
         return "unknown category"
-    for url in (item.url, item.image_url):
-        if not str(url).startswith(("http://", "https://")):
-            return "not an absolute URL"
-    return None
+    problem = link_problem(item.url, list(link_domains) or None)
+    if problem:
+        return problem
+    problem = link_problem(item.image_url, list(image_domains) or None, image_schemes)
+    return f"image {problem}" if problem else None
 
 
 class ValidationPipeline:
+    """Canonical product link first, then the checks: required fields, category, links on the shop's hosts."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> ValidationPipeline:
+        return cls(crawler)
+
     def process_item(self, item: ProductItem) -> ProductItem:
-        problem = validation_problem(item)
+        spider = self.crawler.spider
+        if item.url:
+            try:
+                item.url = canonical_url(item.url)
+            except ValueError:
+                raise ProductDropped("malformed URL", str(item.url)) from None
+        problem = validation_problem(
+            item,
+            getattr(spider, "link_domains", ()),
+            getattr(spider, "image_domains", ()),
+            getattr(spider, "image_schemes", ("http", "https")),
+        )
         if problem:
             raise ProductDropped(problem, item.url or item.product_id)
         item.name = " ".join(item.name.split())
@@ -48,7 +81,10 @@ class ValidationPipeline:
 
 
 class PricePipeline:
-    """`price_text` -> price, currency (the site's currency when the text shows no symbol), price_note."""
+    """`price_text` -> price, currency (the site's currency when the text shows no symbol), price_note.
+
+    Feeds that state the amount keep it; a currency they state is used where the text shows no symbol.
+    """
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
@@ -59,7 +95,12 @@ class PricePipeline:
 
     def process_item(self, item: ProductItem) -> ProductItem:
         default_currency = getattr(self.crawler.spider, "default_currency", None)
-        parsed = parse_price(item.price_text, default_currency)
+        if item.price is not None:  # a feed stated the amount (and usually the currency) itself
+            item.currency = item.currency or default_currency
+            return item
+        if item.price_note:  # a feed said why there is no price
+            return item
+        parsed = parse_price(item.price_text, item.currency or default_currency)
         if parsed.amount is not None and parsed.currency is None:
             raise ProductDropped("unknown currency", f"{item.price_text!r} at {item.url}")
         item.price, item.currency, item.price_note = parsed.amount, parsed.currency, parsed.note
@@ -107,6 +148,10 @@ class DuplicateUrlPipeline:
 
 class ProductImagesPipeline(ImagesPipeline):
     """Scrapy's image download, decoding with the project's one loader; a product without image is dropped."""
+
+    def get_media_requests(self, item: ProductItem, info: Any) -> list[Request]:
+        maxsize = self.crawler.settings.getint("CATALOG_IMAGE_MAXSIZE")
+        return [Request(url, callback=NO_CALLBACK, meta={"download_maxsize": maxsize}) for url in item.image_urls]
 
     def get_images(
         self, response: Any, request: Any, info: Any, *, item: Any = None

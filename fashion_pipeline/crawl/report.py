@@ -25,7 +25,7 @@ from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError, TCPTimedOutError, TimeoutError
 from twisted.python.failure import Failure
 
-from fashion_pipeline.lib.catalog.catalog import MAX_DROPS_LISTED, CrawlReport
+from fashion_pipeline.lib.catalog.crawl_report import MAX_DROPS_LISTED, CrawlReport
 from fashion_pipeline.lib.common.atomic import write_json
 
 LISTED = "catalog/listed"

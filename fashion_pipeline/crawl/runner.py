@@ -14,13 +14,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from fashion_pipeline.lib.catalog.catalog import (
-    CRAWL_LOG_FILE,
-    CRAWL_REPORT_FILE,
-    RAW_PRODUCTS_FILE,
-    CrawlReport,
-    SiteConfig,
-)
+from fashion_pipeline.lib.catalog.catalog import CRAWL_LOG_FILE, CRAWL_REPORT_FILE, RAW_PRODUCTS_FILE
+from fashion_pipeline.lib.catalog.crawl_report import CrawlReport
+from fashion_pipeline.lib.catalog.sites import SiteConfig, SiteConfigError
 from fashion_pipeline.lib.common.atomic import atomic_dir
 
 SETTINGS_MODULE = "fashion_pipeline.crawl.settings"
@@ -47,6 +43,11 @@ def run_spider(
     timeout_s: float = 3600,
 ) -> CrawlReport:
     """Crawl `site` into `out_dir` (products.jsonl, crawl_report.json, crawl.log); images go to `images_dir`."""
+    if site.spider == "folder":
+        try:
+            site.local_folder()  # an unset variable or a missing folder: say so here, not in a crawl log
+        except SiteConfigError as exc:
+            raise CrawlFailed(str(exc)) from exc
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report_path, log_path = out_dir / CRAWL_REPORT_FILE, out_dir / CRAWL_LOG_FILE
@@ -55,6 +56,7 @@ def run_spider(
     for key, value in {
         "IMAGES_STORE": str(images_dir),
         "CATALOG_REPORT_PATH": str(report_path),
+        "CATALOG_ALLOW_PRIVATE_ADDRESSES": str(site.allow_private_addresses),
         **(settings or {}),
     }.items():
         command += ["-s", f"{key}={value}"]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fashion_pipeline.lib.catalog.catalog import RAW_COLUMNS, load_usd_rates
+from fashion_pipeline.lib.catalog.catalog import SCRAPED_COLUMNS
+from fashion_pipeline.lib.catalog.sites import load_usd_rates
 from fashion_pipeline.lib.common.paths import DataPaths
 
 BOT_NAME = "fashion_pipeline"
@@ -32,8 +33,21 @@ AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
 # its default (100) mostly costs overhead when a product page yields one item.
 CONCURRENT_ITEMS = 16
 DOWNLOAD_TIMEOUT = 30
+# Scrapy's default cap is 1 GiB: a page is a few hundred kB, a product photo a few MB.
+DOWNLOAD_MAXSIZE = 10 * 1024 * 1024
+CATALOG_IMAGE_MAXSIZE = 20 * 1024 * 1024
+CATALOG_FEED_MAXSIZE = 500 * 1024 * 1024  # a whole Merchant feed in one file (about 1 kB a product)
 RETRY_TIMES = 2  # 500/502/503/504/522/524/408/429 and timeouts; a 404 is final
 REDIRECT_MAX_TIMES = 5  # a redirect loop ends as "max redirections reached"
+CATALOG_RETRY_AFTER_MAX = 60  # seconds a 429/503 Retry-After may hold a request before its retry
+# Refuse loopback, private and link-local targets (every request, redirects and images included), and
+# wait as long as a shop's Retry-After asks (before Scrapy's RetryMiddleware at 550 sees the answer).
+DOWNLOADER_MIDDLEWARES = {
+    "fashion_pipeline.crawl.middlewares.PublicAddressMiddleware": 60,
+    "fashion_pipeline.crawl.middlewares.RetryAfterMiddleware": 560,
+}
+TWISTED_DNS_RESOLVER = "fashion_pipeline.crawl.middlewares.PublicAddressResolver"
+CATALOG_ALLOW_PRIVATE_ADDRESSES = False  # set by the runner for a site entry with allow_private_addresses
 
 # Development only: replay responses from disk instead of hitting the shop again (FASHION_CRAWL_HTTPCACHE=1).
 HTTPCACHE_ENABLED = os.environ.get("FASHION_CRAWL_HTTPCACHE") == "1"
@@ -43,7 +57,7 @@ HTTPCACHE_EXPIRATION_SECS = 24 * 3600
 
 # --- output ----------------------------------------------------------------------------------------------
 FEED_EXPORT_ENCODING = "utf-8"
-FEED_EXPORT_FIELDS = list(RAW_COLUMNS)  # the crawl output the catalog stage reads
+FEED_EXPORT_FIELDS = list(SCRAPED_COLUMNS)  # the crawl output the catalog stage reads
 ITEM_PIPELINES = {
     "fashion_pipeline.crawl.pipelines.ValidationPipeline": 100,
     "fashion_pipeline.crawl.pipelines.PricePipeline": 200,
@@ -65,17 +79,24 @@ DOWNLOAD_HANDLERS = {
 }
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 PLAYWRIGHT_BROWSER_TYPE = "chromium"
-# Flags so Chromium runs in containers and makes no lookups beyond the pages asked for (STACK.md traps 5, 8).
+# Flags so Chromium runs in containers and makes no background lookups of its own (STACK.md traps 5, 8).
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
     "--disable-dev-shm-usage",
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
 ]
+# For tests and benchmarks on loopback: every host but 127.0.0.1 is "not found", so a page under test
+# cannot reach out. Never for a real crawl (no shop would resolve): crawls add it only when
+# FASHION_CRAWL_LOOPBACK_ONLY=1.
+LOOPBACK_CHROMIUM_ARGS = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
+
+
+def crawl_chromium_args() -> list[str]:
+    return LOOPBACK_CHROMIUM_ARGS if os.environ.get("FASHION_CRAWL_LOOPBACK_ONLY") == "1" else CHROMIUM_ARGS
 
 
 def chromium_executable() -> str | None:
@@ -87,7 +108,7 @@ def chromium_executable() -> str | None:
 
 
 def _launch_options() -> dict:
-    options: dict = {"headless": True, "args": CHROMIUM_ARGS}
+    options: dict = {"headless": True, "args": crawl_chromium_args()}
     executable = chromium_executable()
     if executable:
         options["executable_path"] = executable

@@ -58,7 +58,7 @@ class AmazonSpider(CatalogSpider):
         yield from products
         page = response.meta.get("page", 1)
         next_page = first(response, NEXT_PAGE)
-        if next_page and page < self.max_pages:
+        if next_page and self.may_follow(page):
             meta = {"category": response.meta["category"], "page": page + 1}
             yield response.follow(next_page, self.parse, errback=self.page_failed, meta=meta)
 

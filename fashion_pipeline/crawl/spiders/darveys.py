@@ -35,12 +35,15 @@ class DarveysSpider(CatalogSpider):
 
     def parse(self, response: Response) -> Any:
         products = list(self.parse_results(response, response.meta["category"]))
+        page = response.meta["page"]
         if not products:
-            self.empty_listing(response)
+            # Darveys shows no "next" link: the search ends at the first empty page. An empty first page
+            # is suspicious (a CAPTCHA, a changed layout) and makes the listing incomplete.
+            if page == 1:
+                self.empty_listing(response)
             return
         yield from products
-        page = response.meta["page"]
-        if page < self.max_pages:
+        if self.may_follow(page):
             keyword = response.meta["keyword"]
             meta = browser_meta(category=response.meta["category"], keyword=keyword, page=page + 1)
             yield scrapy.Request(self.search_url(keyword, page + 1), self.parse, errback=self.page_failed, meta=meta)

@@ -10,12 +10,12 @@ from fashion_pipeline.defs.resources import DataPathsResource
 from fashion_pipeline.lib.catalog.catalog import (
     CRAWL_REPORT_FILE,
     RAW_PRODUCTS_FILE,
-    CrawlReport,
-    load_sites,
     merge_catalog,
     missing_image_files,
     read_raw_products,
 )
+from fashion_pipeline.lib.catalog.crawl_report import CrawlReport
+from fashion_pipeline.lib.catalog.sites import load_sites
 from fashion_pipeline.lib.common.atomic import write_json, write_parquet
 from fashion_pipeline.lib.common.images import ImageError, load_image
 from fashion_pipeline.lib.samples.demo_shop import ensure_demo_shop

@@ -14,7 +14,7 @@ import os
 import dagster as dg
 
 from fashion_pipeline.defs.catalog.assets import catalog_images, catalog_raw, site_partitions
-from fashion_pipeline.lib.catalog.catalog import load_sites
+from fashion_pipeline.lib.catalog.sites import load_sites
 
 logger = logging.getLogger(__name__)
 
