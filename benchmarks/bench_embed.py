@@ -79,7 +79,7 @@ def main() -> int:
     args = parser.parse_args()
 
     settings = classifier_model.settings_for(
-        "demo", architecture=args.architecture, pretrained="none", input_size=args.input_size
+        "demo", architecture=f"mobilenet_v3_{args.architecture}", pretrained="none", input_size=args.input_size
     )
     model = classifier_model.build_model(settings)
     dim = int(model.get_layer(classifier_model.EMBEDDING_LAYER).output.shape[-1])

@@ -232,6 +232,7 @@ class OriginalPipeline:
         full = keras.models.load_model(models.classifier_dir / classifier_metadata["model_file"], compile=False)
         self.embedding_model = keras.Model(full.inputs, full.get_layer(classifier_model.EMBEDDING_LAYER).output)
         self.input_size = int(classifier_metadata["input_size"])
+        self.resize = classifier_metadata.get("resize", classifier_model.DEFAULT_RESIZE)
         self.pickle_path = pickle_path
         self.products = products
         self.confidence = confidence
@@ -244,7 +245,7 @@ class OriginalPipeline:
         answers = []
         for box in fixed_boxes(*image.size):
             crop = image.crop(tuple(int(v) for v in box))
-            x = classifier_model.prepare_image(crop, self.input_size)[None].astype(np.float32)
+            x = classifier_model.prepare_image(crop, self.input_size, self.resize)[None].astype(np.float32)
             embedding = self.embedding_model.predict(x, verbose=0)  # (1, D), one call per crop
             distances, rows = index.kneighbors(embedding, n_neighbors=k)
             found = self.products.iloc[rows[0]].assign(score=1 - distances[0])

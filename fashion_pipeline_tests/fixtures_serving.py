@@ -391,7 +391,7 @@ def build_tiny_real_models(paths: DataPaths) -> None:
     )
 
     settings = classifier_model.ClassifierSettings(
-        architecture="small", pretrained="none", input_size=32, augment=False
+        architecture="mobilenet_v3_small", pretrained="none", input_size=32, augment=False
     )
     model = classifier_model.build_model(settings)
     paths.classifier_dir.mkdir(parents=True, exist_ok=True)

@@ -147,7 +147,7 @@ def test_real_classifier_embeds_the_catalog(retrieval_world: RetrievalWorld, tmp
     """The real `load_embedder` on a small untrained MobileNetV3Small (no weights download) at 32 px."""
     from fashion_pipeline.lib.training import classifier_model
 
-    settings = classifier_model.settings_for("demo", input_size=32)
+    settings = classifier_model.settings_for("demo", input_size=32, pretrained="none")
     model = classifier_model.build_model(settings)
     model_dir = retrieval_world.paths.classifier_dir
     model.save(model_dir / classifier_model.MODEL_FILE)

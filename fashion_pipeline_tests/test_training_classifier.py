@@ -21,7 +21,7 @@ def test_training_run_is_tracked_registered_and_promoted(trained_models: Trained
     run = client.get_run(run_id_of(result, "garment_classifier"))
 
     assert run.info.status == "FINISHED"
-    assert run.data.params["architecture"] == "small"
+    assert run.data.params["architecture"] == "mobilenet_v3_small"
     assert run.data.params["input_size"] == "64"
     assert run.data.params["profile"] == "demo"
     assert len(run.data.params["data_version"]) == 16
@@ -141,7 +141,7 @@ def test_batches_keep_one_shape_and_evaluation_padding_weighs_nothing(trained_mo
     """Every batch has the same shape (a new one retraces TensorFlow's step): training pads with repeats,
     evaluation with weight-0 copies; the streamed path (for crops past memory) yields the same."""
     from fashion_pipeline.lib.common import frameworks
-    from fashion_pipeline.lib.training.classifier_training import _streamed_batches, pad_to_batches
+    from fashion_pipeline.lib.training.classifier_data import pad_to_batches, streamed_batches
 
     order, weights = pad_to_batches(10, 4, np.random.default_rng(0))
     assert len(order) == 12 and set(order[:10]) == set(range(10)) and weights.tolist() == [1.0] * 12
@@ -150,7 +150,7 @@ def test_batches_keep_one_shape_and_evaluation_padding_weighs_nothing(trained_mo
 
     crops = sorted(str(p) for p in (trained_models.paths.crops_dir / "validation").glob("*/*.jpg"))[:5]
     labels = np.arange(5) % len(CATEGORIES)
-    batches = _streamed_batches(frameworks.keras(), crops, labels, 32, 2, train=False, seed=0)
+    batches = streamed_batches(frameworks.keras(), crops, labels, 32, "pad", 2, train=False, seed=0)
     assert len(batches) == 3
     images, batch_labels, batch_weights = batches[2]
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.float32

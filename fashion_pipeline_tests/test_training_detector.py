@@ -125,7 +125,7 @@ def test_gate_below_threshold_keeps_the_champion(trained_models: TrainedModels) 
     )
 
     assert not result.success  # a failed blocking check fails the step, so nothing downstream runs
-    [check] = result.get_asset_check_evaluations()
+    [check] = [e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "champion_gate"]
     assert not check.passed
     assert "below the threshold 1.0100" in check.description
     candidate = client.get_model_version_by_alias("garment-detector", "candidate")
@@ -139,9 +139,9 @@ def test_gate_below_threshold_keeps_the_champion(trained_models: TrainedModels) 
 def test_unknown_settings_are_clear_errors() -> None:
     from fashion_pipeline.lib.training import classifier_model, detector_training
 
-    with pytest.raises(ValueError, match=r"pretrained='weights\.h5': use 'imagenet', 'none'"):
+    with pytest.raises(ValueError, match=r"pretrained='weights\.h5': use 'auto', 'imagenet', 'none'"):
         classifier_model.settings_for("demo", pretrained="weights.h5")
-    with pytest.raises(ValueError, match=r"pretrained='best\.pt': use 'coco', 'none'"):
+    with pytest.raises(ValueError, match=r"pretrained='best\.pt': use 'auto', 'coco', 'none'"):
         detector_training.settings_for("demo", pretrained="best.pt")
     with pytest.raises(ValueError, match="imgsz=100: YOLO needs a multiple of 32"):
         detector_training.settings_for("demo", imgsz=100)

@@ -1,12 +1,12 @@
 """Training the garment classifier on the crops (the network is in classifier_model), tracked in MLflow.
 
-The crops are decoded once and trained from memory when they fit (`IN_MEMORY_BYTES`), else streamed from
-disk per batch; the best epoch's weights are kept, saved with their metadata, logged and registered.
+From pretrained weights the head trains on the frozen backbone's cached features, then optionally fine-tunes
+(classifier_transfer); from random initialisation the whole network trains end to end. Either way the best
+epoch's weights are kept, saved with their metadata, logged and registered.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -19,117 +19,24 @@ import pandas as pd
 from fashion_pipeline.lib.common import frameworks
 from fashion_pipeline.lib.common.atomic import write_json
 from fashion_pipeline.lib.common.categories import CATEGORIES
-from fashion_pipeline.lib.common.images import load_image
 from fashion_pipeline.lib.training import tracking
+from fashion_pipeline.lib.training.classifier_data import crops_data_version, fit_data, read_manifest
 from fashion_pipeline.lib.training.classifier_model import (
+    BACKBONES,
     EMBEDDING_LAYER,
     MODEL_FILE,
+    BuiltClassifier,
     ClassifierSettings,
-    build_model,
-    prepare_image,
+    build_classifier,
 )
+from fashion_pipeline.lib.training.classifier_transfer import epoch_metrics, train_from_pretrained
 
 REGISTERED_MODEL = "garment-classifier"
 GATE_METRIC = "accuracy"
-MANIFEST_COLUMNS = ("crop_path", "split", "category")
-
-
-# --- data ---------------------------------------------------------------------------------------------
-
-
-def read_manifest(path: Path) -> pd.DataFrame:
-    """The crops manifest, checked: required columns, both splits present, known categories only."""
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path} does not exist: materialize the garment_crops asset first")
-    manifest = pd.read_parquet(path)
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
-    if missing:
-        raise ValueError(f"{path} lacks the columns {missing}")
-    unknown = sorted(set(manifest["category"]) - set(CATEGORIES))
-    if unknown:
-        raise ValueError(f"{path} has categories {unknown} outside {CATEGORIES}")
-    for split in ("train", "validation"):
-        if not (manifest["split"] == split).any():
-            raise ValueError(f"{path} has no {split!r} crops")
-    return manifest
-
-
-def crops_data_version(manifest: pd.DataFrame) -> str:
-    """A short hash of what the model learns from: split, category, file name and byte size of every crop
-    (sizes, not contents, so hashing stays fast on the full dataset; a re-encoded crop changes its size)."""
-    rows = manifest.assign(
-        file=manifest["crop_path"].map(lambda p: Path(p).name),
-        bytes=manifest["crop_path"].map(lambda p: Path(p).stat().st_size),
-    )
-    rows = rows[["split", "category", "file", "bytes"]].sort_values(["split", "category", "file"])
-    return hashlib.sha256(rows.to_csv(index=False).encode()).hexdigest()[:16]
-
-
-# Crops up to this many decoded bytes are trained from memory; past it they stream from disk in batches.
-IN_MEMORY_BYTES = 4 * 1024**3
-
-
-def load_crops(paths: Sequence[str], size: int) -> np.ndarray:
-    """(N, size, size, 3) uint8: every crop decoded and prepared once."""
-    images = np.zeros((len(paths), size, size, 3), np.uint8)
-    for i, path in enumerate(paths):
-        images[i] = prepare_image(load_image(path), size)
-    return images
-
-
-def pad_to_batches(
-    count: int, batch_size: int, rng: np.random.Generator | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and weights making `count` samples a whole number of batches.
-
-    Every batch must have the same shape, because a new shape makes TensorFlow retrace the step (10+ s on
-    CPU). With `rng` (training) the gap is filled with randomly repeated samples at weight 1; without it
-    (evaluation) with copies at weight 0, so metrics stay exact.
-    """
-    missing = -count % batch_size if count else batch_size
-    weights = np.ones(count + missing, np.float32)
-    if rng is not None:
-        extra = rng.choice(count, missing) if count else np.zeros(missing, np.int64)
-    else:
-        extra = np.resize(np.arange(max(count, 1)), missing)
-        weights[count:] = 0.0
-    return np.concatenate([np.arange(count), extra]).astype(np.int64), weights
-
-
-def _streamed_batches(
-    keras: Any, paths: Sequence[str], labels: np.ndarray, size: int, batch_size: int, train: bool, seed: int
-) -> Any:
-    """A Keras PyDataset of (images, labels, weights) decoded from disk per batch, for crops past memory.
-
-    On the TensorFlow backend it runs as a tf.data generator, which pins glibc's mmap threshold at 128 KiB
-    for the whole process (TensorFlow's ApplyPython311MemoryPatch): torch code in the same process then
-    runs about 1.8x slower, so the small datasets of the embedded default are trained from memory instead.
-    """
-
-    class CropBatches(keras.utils.PyDataset):
-        def __init__(self) -> None:
-            super().__init__()
-            self.rng = np.random.default_rng(seed)
-            self.on_epoch_end()
-
-        def __len__(self) -> int:
-            return len(self.order) // batch_size
-
-        def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            chosen = slice(index * batch_size, (index + 1) * batch_size)
-            indices = self.order[chosen]
-            images = np.stack([prepare_image(load_image(paths[i]), size) for i in indices]).astype(np.float32)
-            return images, labels[indices], self.weights[chosen]
-
-        def on_epoch_end(self) -> None:
-            self.order, self.weights = pad_to_batches(len(paths), batch_size, self.rng if train else None)
-            if train:
-                self.rng.shuffle(self.order)
-
-    return CropBatches()
-
-
-# --- training -----------------------------------------------------------------------------------------
+RESIZE_DESCRIPTIONS = {
+    "pad": "scaled to fit and padded to a square (PAD_COLOUR)",
+    "crop": "scaled to fill and centre-cropped to a square",
+}
 
 
 @dataclass
@@ -140,6 +47,7 @@ class TrainedClassifier:
     metrics: dict[str, float]  # accuracy, per-class precision/recall/f1 on the validation split
     confusion: np.ndarray  # (n_classes, n_classes), rows = true class
     best_epoch: int  # 1-based
+    pretrained_source: str  # lib/training/weights.py: where the starting weights came from
 
 
 def train_classifier(
@@ -148,33 +56,57 @@ def train_classifier(
     model_dir: Path,
     on_epoch_end: Callable[[dict[str, float], int], None] | None = None,
 ) -> TrainedClassifier:
-    """Fine-tune on the train crops with early stopping on validation accuracy; save the best model."""
+    """Train on the train crops with early stopping on validation accuracy; save the best model."""
     keras = frameworks.keras()
     keras.utils.set_random_seed(settings.seed)
     index = {c: i for i, c in enumerate(CATEGORIES)}
-    train = manifest[manifest["split"] == "train"]
-    validation = manifest[manifest["split"] == "validation"]
-    train_labels = train["category"].map(index).to_numpy(np.int64)
-    validation_labels = validation["category"].map(index).to_numpy(np.int64)
-    size, batch = settings.input_size, settings.batch_size
-    train_paths, validation_paths = list(train["crop_path"]), list(validation["crop_path"])
-    in_memory = (len(train_paths) + len(validation_paths)) * size * size * 3 <= IN_MEMORY_BYTES
-    if in_memory:
-        rng = np.random.default_rng(settings.seed)
-        train_order, _ = pad_to_batches(len(train_paths), batch, rng)
-        validation_order, validation_weights = pad_to_batches(len(validation_paths), batch)
-        train_images = load_crops(train_paths, size)[train_order]
-        validation_images = load_crops(validation_paths, size)[validation_order]
-        train_data = {"x": train_images, "y": train_labels[train_order], "batch_size": batch, "shuffle": True}
-        validation_data = (validation_images, validation_labels[validation_order], validation_weights)
-        steps_per_epoch = len(train_order) // batch
-    else:
-        train_data = {"x": _streamed_batches(keras, train_paths, train_labels, size, batch, True, settings.seed)}
-        validation_data = _streamed_batches(keras, validation_paths, validation_labels, size, batch, False, 0)
-        steps_per_epoch = len(train_data["x"])
+    splits = {}
+    for split in ("train", "validation"):
+        rows = manifest[manifest["split"] == split]
+        splits[split] = (list(rows["crop_path"]), rows["category"].map(index).to_numpy(np.int64))
+    validation_labels = splits["validation"][1]
 
-    model = build_model(settings)
-    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.epochs * steps_per_epoch)
+    built = build_classifier(settings)
+    if built.pretrained:
+        result = train_from_pretrained(built, settings, splits["train"], splits["validation"], on_epoch_end)
+        history, probabilities = result.history, result.probabilities
+    else:
+        history, probabilities = _train_end_to_end(built, settings, splits["train"], splits["validation"], on_epoch_end)
+    model = built.model
+    best_epoch = int(np.argmax(history["val_accuracy"])) + 1
+    metrics, confusion = classification_metrics(validation_labels, probabilities.argmax(axis=1))
+    model_dir.mkdir(parents=True, exist_ok=True)
+    model.save(model_dir / MODEL_FILE)
+    write_json(
+        {
+            "classes": list(CATEGORIES),
+            "input_size": settings.input_size,
+            "embedding_dim": int(model.get_layer(EMBEDDING_LAYER).output.shape[-1]),
+            "architecture": BACKBONES[settings.architecture],
+            "pretrained": settings.pretrained,
+            "pretrained_source": built.pretrained_source,
+            "resize": settings.resize,
+            "model_file": MODEL_FILE,
+            "embedding_layer": EMBEDDING_LAYER,
+            "preprocessing": f"RGB, {RESIZE_DESCRIPTIONS[settings.resize]}, raw 0-255 pixels",
+        },
+        model_dir / "metadata.json",
+    )
+    return TrainedClassifier(model, model_dir, history, metrics, confusion, best_epoch, built.pretrained_source)
+
+
+def _train_end_to_end(
+    built: BuiltClassifier,
+    settings: ClassifierSettings,
+    train: tuple[Sequence[str], np.ndarray],
+    validation: tuple[Sequence[str], np.ndarray],
+    on_epoch_end: Callable[[dict[str, float], int], None] | None,
+) -> tuple[dict[str, list[float]], np.ndarray]:
+    """From random initialisation: every layer trains, cosine-decayed learning rate, best epoch restored."""
+    keras = frameworks.keras()
+    data = fit_data(keras, train, validation, settings.input_size, settings.resize, settings.batch_size, settings.seed)
+    model = built.model
+    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.epochs * data.steps_per_epoch)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -186,46 +118,11 @@ def train_classifier(
     callbacks = [early_stopping]
     if on_epoch_end is not None:
         callbacks.append(
-            keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch_end(_epoch_metrics(logs), e + 1))
+            keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch_end(epoch_metrics(logs), e + 1))
         )
-    fit = model.fit(
-        **train_data,
-        validation_data=validation_data,
-        validation_batch_size=batch if in_memory else None,
-        epochs=settings.epochs,
-        callbacks=callbacks,
-        verbose=2,
-    )
+    fit = model.fit(**data.fit_kwargs, epochs=settings.epochs, callbacks=callbacks, verbose=2)
     history = {k: [float(v) for v in values] for k, values in fit.history.items()}
-    best_epoch = int(np.argmax(history["val_accuracy"])) + 1
-
-    if in_memory:
-        probabilities = model.predict(validation_images, batch_size=batch, verbose=0)
-    else:
-        probabilities = model.predict(validation_data, verbose=0)
-    probabilities = probabilities[: len(validation_labels)]  # the padding comes last
-    metrics, confusion = classification_metrics(validation_labels, probabilities.argmax(axis=1))
-    model_dir.mkdir(parents=True, exist_ok=True)
-    model.save(model_dir / MODEL_FILE)
-    write_json(
-        {
-            "classes": list(CATEGORIES),
-            "input_size": size,
-            "embedding_dim": int(model.get_layer(EMBEDDING_LAYER).output.shape[-1]),
-            "architecture": f"MobileNetV3{settings.architecture.capitalize()}",
-            "pretrained": settings.pretrained,
-            "model_file": MODEL_FILE,
-            "embedding_layer": EMBEDDING_LAYER,
-            "preprocessing": "RGB, scaled to fit and padded to a square (PAD_COLOUR), raw 0-255 pixels",
-        },
-        model_dir / "metadata.json",
-    )
-    return TrainedClassifier(model, model_dir, history, metrics, confusion, best_epoch)
-
-
-def _epoch_metrics(logs: dict[str, float]) -> dict[str, float]:
-    """Keras' epoch logs with training metrics prefixed `train_`, so `accuracy` stays the validation figure."""
-    return {k if k.startswith("val_") or k == "learning_rate" else f"train_{k}": v for k, v in logs.items()}
+    return history, data.predict_validation(model)
 
 
 def classification_metrics(
@@ -275,6 +172,7 @@ def train_and_log(
             }
         )
         trained = train_classifier(manifest, settings, work_dir / "classifier", tracking.log_epoch)
+        mlflow.log_param("pretrained_source", trained.pretrained_source)
         mlflow.log_metrics({**trained.metrics, "best_epoch": trained.best_epoch})
         mlflow.log_figure(tracking.confusion_figure(trained.confusion, CATEGORIES), "plots/confusion_matrix.png")
         mlflow.log_figure(tracking.curves_figure(trained.history), "plots/training_curves.png")
@@ -303,6 +201,7 @@ def train_and_log(
         metrics={k: trained.metrics[k] for k in key} | {"best_epoch": trained.best_epoch},
         model_dir=trained.model_dir,
         data_version=data_version,
+        pretrained_source=trained.pretrained_source,
     )
 
 

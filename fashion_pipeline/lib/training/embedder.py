@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from fashion_pipeline.lib.common import frameworks
-from fashion_pipeline.lib.training.classifier_model import EMBEDDING_LAYER, MODEL_FILE, prepare_image
+from fashion_pipeline.lib.training.classifier_model import DEFAULT_RESIZE, EMBEDDING_LAYER, MODEL_FILE, prepare_image
 
 
 class GarmentEmbedder:
@@ -23,6 +23,8 @@ class GarmentEmbedder:
         self.classes: tuple[str, ...] = tuple(metadata["classes"])
         self.input_size: int = int(metadata["input_size"])
         self.embedding_dim: int = int(metadata["embedding_dim"])
+        # As in training: models saved before the setting existed were trained on padded crops.
+        self.resize: str = str(metadata.get("resize", DEFAULT_RESIZE))
         self.metadata = metadata
         layer = metadata.get("embedding_layer", EMBEDDING_LAYER)
         # One forward pass gives both outputs; the augmentation layers are inactive at inference.
@@ -34,7 +36,7 @@ class GarmentEmbedder:
         embeddings, probabilities = [], []
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
-            x = np.stack([prepare_image(image, self.input_size) for image in chunk]).astype(np.float32)
+            x = np.stack([prepare_image(image, self.input_size, self.resize) for image in chunk]).astype(np.float32)
             features, probs = self._model.predict_on_batch(x)  # (B, D), (B, n_classes)
             embeddings.append(np.asarray(features, np.float32))
             probabilities.append(np.asarray(probs, np.float32))

@@ -8,9 +8,11 @@ also publishes the champion's files to the folder retrieval and serving read.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +31,21 @@ DEFAULT_UI_URL = "http://127.0.0.1:5000"
 
 _HOST_TAG = "fashion_pipeline.host"
 _PID_TAG = "fashion_pipeline.pid"
+# What the MLflow UI (3.17) shows for the experiment: the classic training view rather than the GenAI one,
+# and a saved view of the runs table ("Views" menu; `?viewStateShareKey=training-metrics` opens it) whose
+# columns are the headline metrics, which the table's default columns leave out.
+TRAINING_VIEW = "training-metrics"
+HEADLINE_METRICS = ("accuracy", "macro_f1", "mAP50", "mAP50-95")
+
+
+def experiment_tags(now_ms: int) -> dict[str, str]:
+    """The experiment's UI tags: its kind, and the saved runs-table view (MLflow's own tag formats)."""
+    state = {"selectedColumns": [f"metrics.`{m}`" for m in HEADLINE_METRICS]}
+    view = {"name": "Training metrics", "createdAt": now_ms, "updatedAt": now_ms, "state": json.dumps(state)}
+    return {
+        "mlflow.experimentKind": "custom_model_development",
+        f"mlflow.sharedViewState.{TRAINING_VIEW}": json.dumps(view),
+    }
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,8 @@ class TrainingOutcome:
     metrics: dict[str, float]  # key metrics for the asset's metadata
     model_dir: Path  # model files + metadata.json, ready to publish
     data_version: str
+    # Where the starting weights came from (lib/training/weights.py); "none: ..." = random initialisation.
+    pretrained_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,16 +116,20 @@ def configure(target: TrackingTarget) -> str:
     mlflow.set_registry_uri(target.tracking_uri)
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(target.experiment_name)
+    tags = experiment_tags(int(time.time() * 1000))
     if experiment is None:
         try:
             experiment_id = client.create_experiment(
-                target.experiment_name, artifact_location=artifact_root(target.tracking_uri)
+                target.experiment_name, artifact_location=artifact_root(target.tracking_uri), tags=tags
             )
         except MlflowException:
             # Another process created it between our lookup and create.
             experiment_id = client.get_experiment_by_name(target.experiment_name).experiment_id
     else:
         experiment_id = experiment.experiment_id
+        for key, value in tags.items():  # an experiment made before these tags existed gets them once
+            if key not in experiment.tags:
+                client.set_experiment_tag(experiment_id, key, value)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 
