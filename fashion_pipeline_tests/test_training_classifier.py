@@ -137,6 +137,39 @@ def test_gate_refuses_a_model_worse_than_the_champion(trained_models: TrainedMod
     assert json.loads((published / "metadata.json").read_text())["registered_version"] == 3
 
 
+def test_gate_compares_only_scores_on_the_same_data(trained_models: TrainedModels, tmp_path: Path) -> None:
+    """A champion validated on other data (the generated sample) does not block a model validated on real
+    photos that scores lower: the threshold decides; on the same data the champion's score still does."""
+    target = tracking.TrackingTarget(trained_models.tracking_uri)
+    tracking.configure(target)
+    client = mlflow.MlflowClient(trained_models.tracking_uri, registry_uri=trained_models.tracking_uri)
+    trained = client.get_model_version_by_alias("garment-classifier", "champion")
+    name, published = "gate-data-test", tmp_path / "published"
+
+    def outcome(score: float, data: str) -> tracking.TrainingOutcome:
+        return tracking.TrainingOutcome(
+            run_id=trained.run_id,
+            run_url="",
+            experiment_id="",
+            registered_model=name,
+            version=tracking.register(trained.source, name, {"data_version": data}),
+            gate_metric="accuracy",
+            gate_value=score,
+            metrics={},
+            model_dir=trained_models.paths.classifier_dir,
+            data_version=data,
+        )
+
+    accuracy = client.get_run(trained.run_id).data.metrics["accuracy"]  # what the gate reads for any champion
+    assert tracking.gate_champion(outcome(accuracy, "sample"), 0.0, published).passed
+    other_data = tracking.gate_champion(outcome(accuracy - 0.01, "real-photos"), 0.0, published, {"profile": "real"})
+    assert other_data.passed
+    assert "validated on other data (sample), so not compared" in other_data.reason
+    assert json.loads((published / "metadata.json").read_text())["profile"] == "real"
+    same_data = tracking.gate_champion(outcome(accuracy - 0.02, "real-photos"), 0.0, published)
+    assert not same_data.passed and "worse than champion v2" in same_data.reason
+
+
 def test_batches_keep_one_shape_and_evaluation_padding_weighs_nothing(trained_models: TrainedModels) -> None:
     """Every batch has the same shape (a new one retraces TensorFlow's step): training pads with repeats,
     evaluation with weight-0 copies; the streamed path (for crops past memory) yields the same."""

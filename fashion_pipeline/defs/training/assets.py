@@ -174,7 +174,9 @@ def garment_classifier(
         outcome = classifier_training.train_and_log(
             data.crops_manifest, settings, target, Path(work), config.profile.value
         )
-        decision = tracking.gate_champion(outcome, settings.min_accuracy, data.classifier_dir)
+        decision = tracking.gate_champion(
+            outcome, settings.min_accuracy, data.classifier_dir, {"profile": config.profile.value}
+        )
     return _result(outcome, decision, time.monotonic() - started, data.classifier_dir)
 
 
@@ -195,5 +197,7 @@ def garment_detector(config: DetectorConfig, paths: DataPathsResource, mlflow: M
         outcome = detector_training.train_and_log(
             data.yolo_data_yaml, settings, target, Path(work), config.profile.value
         )
-        decision = tracking.gate_champion(outcome, settings.min_map50, data.detector_dir)
+        decision = tracking.gate_champion(
+            outcome, settings.min_map50, data.detector_dir, {"profile": config.profile.value}
+        )
     return _result(outcome, decision, time.monotonic() - started, data.detector_dir)

@@ -203,8 +203,9 @@ def register(model_uri: str, name: str, tags: Mapping[str, str] | None = None) -
     return int(version.version)
 
 
-def champion(name: str, metric: str) -> tuple[int | None, float | None]:
-    """(version, value of `metric` in its run) for the current champion of `name`, or (None, None)."""
+def champion(name: str, metric: str) -> tuple[int | None, float | None, str | None]:
+    """(version, value of `metric` in its run, the data version it was trained and validated on) for the
+    current champion of `name`, or (None, None, None)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -212,9 +213,9 @@ def champion(name: str, metric: str) -> tuple[int | None, float | None]:
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
-        return None, None  # no registered model or no champion yet
+        return None, None, None  # no registered model or no champion yet
     value = client.get_run(version.run_id).data.metrics.get(metric) if version.run_id else None
-    return int(version.version), value
+    return int(version.version), value, version.tags.get("data_version")
 
 
 def gate_champion(
@@ -227,20 +228,26 @@ def gate_champion(
     """
     import mlflow
 
-    champion_version, champion_value = champion(outcome.registered_model, outcome.gate_metric)
+    champion_version, champion_value, champion_data = champion(outcome.registered_model, outcome.gate_metric)
     value = outcome.gate_value
     name = outcome.gate_metric
+    # Scores on different validation data do not compare (e.g. a champion of the generated sample against a
+    # model validated on real photos): then the threshold alone decides.
+    comparable = champion_value is not None and champion_data in (None, outcome.data_version)
     if value < threshold:
         passed = False
         reason = f"{name} {value:.4f} is below the threshold {threshold:.4f}"
-    elif champion_value is not None and champion_version != outcome.version and value < champion_value:
+    elif comparable and champion_version != outcome.version and value < champion_value:
         passed = False
         reason = f"{name} {value:.4f} is worse than champion v{champion_version} ({champion_value:.4f})"
     else:
         passed = True
-        against = (
-            "no champion yet" if champion_value is None else f"champion v{champion_version} had {champion_value:.4f}"
-        )
+        if champion_value is None:
+            against = "no champion yet"
+        elif comparable:
+            against = f"champion v{champion_version} had {champion_value:.4f}"
+        else:
+            against = f"champion v{champion_version} was validated on other data ({champion_data}), so not compared"
         reason = f"{name} {value:.4f} >= threshold {threshold:.4f}; {against}"
     client = mlflow.MlflowClient()
     if passed:
