@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import threading
 import time
 from collections import Counter
@@ -11,9 +12,11 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import yaml
 from PIL import Image
 
 from fashion_pipeline.crawl.settings import chromium_executable
+from fashion_pipeline.lib.catalog.sites import SITES_FILE, SiteConfig, load_sites
 from fashion_pipeline.lib.samples.demo_shop import DemoShop, build_demo_shop, make_stand_in_items
 from fashion_pipeline.lib.samples.demo_shop_site import QuietHandler
 
@@ -25,6 +28,24 @@ TEST_PER_PAGE = 3
 # Crawls against the loopback servers: a timeout short enough that the injected one costs little, and long
 # enough that a JavaScript page rendered by Chromium on a loaded 2-core machine never hits it.
 FAST_CRAWL_SETTINGS = {"DOWNLOAD_TIMEOUT": "4", "RETRY_TIMES": "1", "LOG_LEVEL": "INFO"}
+
+
+def use_sites(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sites: dict) -> dict[str, SiteConfig]:
+    """A sites file with `sites` (and the packaged keywords and rates), used by this test and its crawls."""
+    packaged = yaml.safe_load(SITES_FILE.read_text())
+    path = tmp_path / "sites.yaml"
+    path.write_text(yaml.safe_dump({**packaged, "sites": sites}))
+    monkeypatch.setenv("FASHION_SITES_FILE", str(path))  # the crawl subprocess inherits it
+    return load_sites(path)
+
+
+def write_photos(folder: Path, names: list[str]) -> None:
+    """Distinct drawn product photos named `names` in `folder`."""
+    items = make_stand_in_items(folder / "_drawn", len(names))
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, path in zip(names, items["image_path"], strict=True):
+        Path(path).rename(folder / name)
+    shutil.rmtree(folder / "_drawn")
 
 
 def require_chromium() -> str:
@@ -53,7 +74,7 @@ def small_demo_shop(tmp_path_factory) -> DemoShop:
 class FaultyShop(QuietHandler):
     """Serves a demo shop with faults injected on chosen paths; counts every request it receives.
 
-    `faults` maps a URL path to one of: "500-once", "404", "timeout", "redirect-loop", "truncated-image",
+    `faults` maps a URL path to one of: "500-once", "500" (every time), "404", "timeout", "redirect-loop", "truncated-image",
     "not-an-image", "image-of:<path>" (another image re-encoded: a perceptual duplicate), "malformed",
     and "robots-disallow" (listed in robots.txt; must never be requested).
     """
@@ -84,6 +105,8 @@ class FaultyShop(QuietHandler):
             return self._send(200, "text/html", b"<html><body><div id='listing'><p>Oops<div></span><a href=")
         if fault == "500-once" and seen == 1:
             return self._send(500, "text/plain", b"try again")
+        if fault == "500":
+            return self._send(500, "text/plain", b"server error")
         if fault == "404":
             return self._send(404, "text/plain", b"gone")
         if fault == "timeout":

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import ClassVar
 
 import pandas as pd
 import pytest
-import yaml
 from scrapy.http import TextResponse
 from scrapy.utils.test import get_crawler
 
@@ -26,31 +24,13 @@ from fashion_pipeline.lib.catalog.catalog import (
     read_site_rows,
 )
 from fashion_pipeline.lib.catalog.feeds import invented_price
-from fashion_pipeline.lib.catalog.sites import SITES_FILE, load_sites, load_usd_rates
+from fashion_pipeline.lib.catalog.sites import load_sites, load_usd_rates
 from fashion_pipeline.lib.common.atomic import write_parquet
-from fashion_pipeline.lib.samples.demo_shop import make_stand_in_items
 from fashion_pipeline.lib.samples.demo_shop_site import QuietHandler, serve_directory
 from fashion_pipeline.lib.samples.shop_feeds import ShopifyStorefront, merchant_rss, merchant_tsv
-from fashion_pipeline_tests.fixtures_catalog import FAST_CRAWL_SETTINGS
+from fashion_pipeline_tests.fixtures_catalog import FAST_CRAWL_SETTINGS, use_sites, write_photos
 
 RATES = load_usd_rates()
-
-
-def _use_sites(tmp_path: Path, monkeypatch, sites: dict) -> dict:
-    """A sites file with `sites` (and the packaged keywords and rates), used by this test and its crawls."""
-    packaged = yaml.safe_load(SITES_FILE.read_text())
-    path = tmp_path / "sites.yaml"
-    path.write_text(yaml.safe_dump({**packaged, "sites": sites}))
-    monkeypatch.setenv("FASHION_SITES_FILE", str(path))  # the crawl subprocess inherits it
-    return load_sites(path)
-
-
-def _photos(folder: Path, names: list[str]) -> None:
-    items = make_stand_in_items(folder / "_drawn", len(names))
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, path in zip(names, items["image_path"], strict=True):
-        Path(path).rename(folder / name)
-    shutil.rmtree(folder / "_drawn")
 
 
 def _catalog(tmp_path: Path, names: list[str]) -> pd.DataFrame:
@@ -92,7 +72,7 @@ def _shopify(number: int, title: str, product_type: str, image: str, prices=("45
 
 
 def test_shopify_storefront_pages_through_a_429_into_the_catalog(tmp_path, monkeypatch, network_attempts):
-    _photos(tmp_path / "site" / "img", [f"{n}.jpg" for n in range(5)])
+    write_photos(tmp_path / "site" / "img", [f"{n}.jpg" for n in range(5)])
     products = [
         _shopify(0, "Linen Shirt Dress", "Dresses", "/img/0.jpg", ("39.00", "45.50"), (False, True)),
         _shopify(1, "Wool Coat", "Coats", "/img/1.jpg", ("120.00",), (False,)),  # sold out: kept, marked
@@ -104,7 +84,7 @@ def test_shopify_storefront_pages_through_a_429_into_the_catalog(tmp_path, monke
     ]
     handler = type("Shop", (Storefront,), {"products": products, "requests": [], "times": {}})
     with serve_directory(tmp_path / "site", handler) as base_url:
-        sites = _use_sites(
+        sites = use_sites(
             tmp_path,
             monkeypatch,
             {"shop": {"spider": "shopify", "start_url": base_url, "currency": "EUR", "page_size": 3,
@@ -141,7 +121,7 @@ def test_shopify_storefront_pages_through_a_429_into_the_catalog(tmp_path, monke
 
 
 def test_shopify_since_id_paging_asks_for_the_products_after_the_last_one(tmp_path, monkeypatch):
-    _use_sites(tmp_path, monkeypatch, {"s": {"spider": "shopify", "start_url": "https://s.example", "currency": "USD",
+    use_sites(tmp_path, monkeypatch, {"s": {"spider": "shopify", "start_url": "https://s.example", "currency": "USD",
                                              "paging": "since_id", "page_size": 2}})  # fmt: skip
     spider = ShopifySpider.from_crawler(get_crawler(ShopifySpider), site="s")
     body = json.dumps({"products": [_shopify(7, "A Top", "Tops", "/a.jpg"), _shopify(3, "B Top", "Tops", "/b.jpg")]})
@@ -174,10 +154,10 @@ def _merchant_items(base_url: str) -> list[dict]:
 
 
 def test_merchant_rss_feed_every_entry_accounted_for(tmp_path, monkeypatch, network_attempts):
-    _photos(tmp_path / "site" / "img", ["D1.jpg", "S1.jpg", "J1.jpg", "K1.jpg", "C1.jpg", "D2.jpg"])
+    write_photos(tmp_path / "site" / "img", ["D1.jpg", "S1.jpg", "J1.jpg", "K1.jpg", "C1.jpg", "D2.jpg"])
     with serve_directory(tmp_path / "site", QuietHandler) as base_url:
         (tmp_path / "site" / "feed.xml").write_text(merchant_rss(_merchant_items(base_url)))
-        sites = _use_sites(tmp_path, monkeypatch, {"feed": {"spider": "merchant_feed", "start_url": base_url,
+        sites = use_sites(tmp_path, monkeypatch, {"feed": {"spider": "merchant_feed", "start_url": base_url,
                            "feed_url": f"{base_url}/feed.xml", "currency": "USD", "allow_private_addresses": True}})  # fmt: skip
         report = crawl_site(sites["feed"], tmp_path / "raw", tmp_path / "images", settings=FAST_CRAWL_SETTINGS)
     assert report.listed == 8 and report.accounted
@@ -197,12 +177,12 @@ def test_merchant_rss_feed_every_entry_accounted_for(tmp_path, monkeypatch, netw
 
 
 def test_merchant_tsv_feed(tmp_path, monkeypatch):
-    _photos(tmp_path / "site" / "img", ["D1.jpg", "S1.jpg"])
+    write_photos(tmp_path / "site" / "img", ["D1.jpg", "S1.jpg"])
     columns = ["id", "title", "link", "image_link", "price", "product_type"]
     with serve_directory(tmp_path / "site", QuietHandler) as base_url:
         feed = merchant_tsv(_merchant_items(base_url)[:2], columns) + "X9\ta row cut short\n"
         (tmp_path / "site" / "feed.tsv").write_text(feed)
-        sites = _use_sites(tmp_path, monkeypatch, {"tsv": {"spider": "merchant_feed", "feed_url": f"{base_url}/feed.tsv",
+        sites = use_sites(tmp_path, monkeypatch, {"tsv": {"spider": "merchant_feed", "feed_url": f"{base_url}/feed.tsv",
                            "currency": "USD", "allow_private_addresses": True}})  # fmt: skip
         report = crawl_site(sites["tsv"], tmp_path / "raw", tmp_path / "images", settings=FAST_CRAWL_SETTINGS)
     assert (report.listed, report.scraped, report.dropped) == (3, 2, {"malformed row (2 fields, the header has 6)": 1})
@@ -210,7 +190,7 @@ def test_merchant_tsv_feed(tmp_path, monkeypatch):
 
 def _folder_shop(root: Path) -> None:
     folder = root / "fashion-product-catalog"
-    _photos(folder / "images", ["1.jpg", "2.jpg", "3.jpg"])
+    write_photos(folder / "images", ["1.jpg", "2.jpg", "3.jpg"])
     rows = [
         ["id", "image", "gender", "articleType", "baseColour", "productDisplayName", "target5"],
         ["1", "images/1.jpg", "Women", "Skirts", "White", "Palm Tree White Skirt", "skirt"],

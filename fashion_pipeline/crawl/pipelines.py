@@ -17,7 +17,7 @@ from scrapy.pipelines.images import ImageException, ImagesPipeline
 from scrapy.pipelines.media import FileException
 
 from fashion_pipeline.crawl.items import ProductItem
-from fashion_pipeline.crawl.report import IMAGES_FAILED, ProductDropped
+from fashion_pipeline.crawl.report import IMAGES_FAILED, ProductDropped, too_large
 from fashion_pipeline.lib.catalog.duplicates import DuplicateImageFinder, image_signature
 from fashion_pipeline.lib.catalog.prices import PriceError, parse_price, to_usd
 from fashion_pipeline.lib.catalog.urls import canonical_url, link_problem
@@ -25,6 +25,7 @@ from fashion_pipeline.lib.common.categories import CATEGORIES
 from fashion_pipeline.lib.common.images import ImageError, load_image
 
 REQUIRED_FIELDS = ("sku", "name", "url", "image_url", "category")
+IMAGE_TOO_LARGE = "image too large"
 
 
 def validation_problem(
@@ -171,6 +172,8 @@ class ProductImagesPipeline(ImagesPipeline):
         # Scrapy replaces every failure by a bare FileException here; keep ours, which say what went wrong.
         if isinstance(failure.value, FileException) and type(failure.value).__name__ != "_MediaRequestFiltered":
             raise failure.value
+        if too_large(failure):
+            raise FileException(IMAGE_TOO_LARGE)
         return super().media_failed(failure, request, info)
 
     def item_completed(self, results: list, item: ProductItem, info: Any) -> ProductItem:
@@ -188,6 +191,8 @@ def _image_failure_reason(failure: Any) -> str:
     error = getattr(failure, "value", None)
     if isinstance(error, ImageException) or str(error) == "empty-content":
         return "broken image"
+    if str(error) == IMAGE_TOO_LARGE:
+        return IMAGE_TOO_LARGE  # over CATALOG_IMAGE_MAXSIZE
     if type(error).__name__ == "_MediaRequestFiltered":
         return "image blocked"  # by robots.txt, for instance
     # "download-error" (a non-200 answer) and downloads that failed (timeouts, refused connections)

@@ -15,6 +15,7 @@ from scrapy import Request, signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import (
     CannotResolveHostError,
+    DownloadCancelledError,
     DownloadConnectionRefusedError,
     DownloadTimeoutError,
     DropItem,
@@ -26,6 +27,7 @@ from twisted.internet.error import ConnectionRefusedError, DNSLookupError, TCPTi
 from twisted.python.failure import Failure
 
 from fashion_pipeline.lib.catalog.crawl_report import MAX_DROPS_LISTED, CrawlReport
+from fashion_pipeline.lib.catalog.urls import canonical_url
 from fashion_pipeline.lib.common.atomic import write_json
 
 LISTED = "catalog/listed"
@@ -47,8 +49,15 @@ class ProductDropped(DropItem):
         self.reason = reason
 
 
+def too_large(failure: Failure) -> bool:
+    """Whether a download was cut off at its size cap (DOWNLOAD_MAXSIZE or the request's download_maxsize)."""
+    return bool(failure.check(DownloadCancelledError)) and "max size" in str(failure.value)
+
+
 def failure_reason(failure: Failure) -> str:
     """A short, countable reason for a failed request."""
+    if too_large(failure):
+        return "larger than the size cap"
     if failure.check(HttpError):
         return f"HTTP {failure.value.response.status}"
     if failure.check(DownloadTimeoutError, TimeoutError, TCPTimedOutError):
@@ -110,7 +119,11 @@ class CrawlReportWriter:
 
     def spider_error(self, failure: Failure, response: Any) -> None:
         if response.meta.get(PRODUCT_META):
-            self._inc(DROPPED + f"unparseable product page: {type(failure.value).__name__}")
+            reason = f"unparseable product page: {type(failure.value).__name__}"
+            self._inc(DROPPED + reason)
+            spider = self.crawler.spider
+            url = canonical_url(spider.public(response.url)) if hasattr(spider, "public") else response.url
+            getattr(spider, "failed_products", []).append({"url": url, "reason": reason})
         else:
             self._inc(PAGES_FAILED + f"parse error: {type(failure.value).__name__}")
 

@@ -1,8 +1,11 @@
-"""Run one site's crawl in a subprocess and publish it only when it succeeded.
+"""Run one site's crawl in a subprocess and publish it only when it may replace what the site had.
 
 Scrapy's Twisted reactor cannot be restarted within a process (STACK.md trap 7), so every crawl is a
-fresh `python -m scrapy crawl ...`. The crawl writes into a temporary folder that replaces the site's
-folder only if the crawl finished and scraped something: a failed or empty crawl keeps the last good data.
+fresh `python -m scrapy crawl ...`. The crawl writes into a temporary folder; the site's new rows (the
+scraped ones plus the last good row of every product it could not read, lib.catalog.site_rows) are
+checked there, and the folder replaces the site's only when every product is accounted for and the crawl
+saw enough of the site's products (`min_seen_share`, unless forced). Otherwise the last good data stays and
+the crawl's log is kept beside it.
 """
 
 from __future__ import annotations
@@ -14,17 +17,33 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from fashion_pipeline.lib.catalog.catalog import CRAWL_LOG_FILE, CRAWL_REPORT_FILE, RAW_PRODUCTS_FILE
+from fashion_pipeline.lib.catalog.catalog import (
+    CRAWL_LOG_FILE,
+    CRAWL_REPORT_FILE,
+    RAW_PRODUCTS_FILE,
+    SCRAPED_COLUMNS,
+    SCRAPED_PRODUCTS_FILE,
+    read_raw_products,
+    write_raw_products,
+)
 from fashion_pipeline.lib.catalog.crawl_report import CrawlReport
+from fashion_pipeline.lib.catalog.site_rows import refusal, update_site_rows
 from fashion_pipeline.lib.catalog.sites import SiteConfig, SiteConfigError
-from fashion_pipeline.lib.common.atomic import atomic_dir
+from fashion_pipeline.lib.common.atomic import atomic_dir, write_json
 
 SETTINGS_MODULE = "fashion_pipeline.crawl.settings"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class CrawlFailed(RuntimeError):
-    """A crawl that did not produce publishable data; the message says why and where the log is."""
+    """A crawl that did not produce publishable data; the message says why and where the log is.
+
+    `report` is the crawl's report when it ran to the end (what it listed, scraped, dropped and kept).
+    """
+
+    def __init__(self, message: str, report: CrawlReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
 
 
 def _log_tail(log: Path, lines: int = 15) -> str:
@@ -42,7 +61,7 @@ def run_spider(
     settings: Mapping[str, str] | None = None,
     timeout_s: float = 3600,
 ) -> CrawlReport:
-    """Crawl `site` into `out_dir` (products.jsonl, crawl_report.json, crawl.log); images go to `images_dir`."""
+    """Crawl `site` into `out_dir` (scraped.jsonl, crawl_report.json, crawl.log); images go to `images_dir`."""
     if site.spider == "folder":
         try:
             site.local_folder()  # an unset variable or a missing folder: say so here, not in a crawl log
@@ -52,7 +71,7 @@ def run_spider(
     out_dir.mkdir(parents=True, exist_ok=True)
     report_path, log_path = out_dir / CRAWL_REPORT_FILE, out_dir / CRAWL_LOG_FILE
     command = [sys.executable, "-m", "scrapy", "crawl", site.spider, "-a", f"site={site.name}"]
-    command += ["-O", f"{out_dir / RAW_PRODUCTS_FILE}:jsonlines"]
+    command += ["-O", f"{out_dir / SCRAPED_PRODUCTS_FILE}:jsonlines"]
     for key, value in {
         "IMAGES_STORE": str(images_dir),
         "CATALOG_REPORT_PATH": str(report_path),
@@ -82,21 +101,6 @@ def run_spider(
     return CrawlReport.read(report_path)
 
 
-def crawl_problem(report: CrawlReport) -> str | None:
-    """Why a finished crawl must not replace the site's previous data, or None when it may."""
-    if report.finish_reason != "finished":
-        return f"the crawl of {report.site} stopped early ({report.finish_reason})"
-    if report.scraped == 0:
-        return (
-            f"the crawl of {report.site} scraped no products (listed {report.listed}, dropped {report.dropped}, "
-            f"pages failed {report.pages_failed})"
-        )
-    if report.pages_failed:
-        # Products on a listing page that failed were never seen: publishing would report them as gone.
-        return f"listing pages of {report.site} failed ({report.pages_failed}), so products may be missing"
-    return None
-
-
 def crawl_site(
     site: SiteConfig,
     raw_dir: Path,
@@ -105,21 +109,31 @@ def crawl_site(
     spider_args: Mapping[str, str] | None = None,
     settings: Mapping[str, str] | None = None,
     timeout_s: float = 3600,
+    force: bool = False,
 ) -> CrawlReport:
-    """Crawl `site` and publish it as `raw_dir/<site>/`, or raise CrawlFailed and keep what was there.
+    """Crawl `site` and publish its rows as `raw_dir/<site>/`, or raise CrawlFailed and keep what was there.
 
-    The log of a failed crawl is kept as `raw_dir/<site>.failed.log`.
+    `force` publishes a crawl that saw fewer products than `min_seen_share` of the site's (the shop shrank).
+    The log of a refused crawl is kept as `raw_dir/<site>.failed.log`.
     """
+    site_dir = Path(raw_dir) / site.name
     failure_log = Path(raw_dir) / f"{site.name}.failed.log"
-    with atomic_dir(Path(raw_dir) / site.name) as tmp:
+    previous = read_raw_products(site_dir / RAW_PRODUCTS_FILE) if (site_dir / RAW_PRODUCTS_FILE).is_file() else None
+    with atomic_dir(site_dir) as tmp:
+        report = None
         try:
             report = run_spider(site, tmp, images_dir, spider_args=spider_args, settings=settings, timeout_s=timeout_s)
-            problem = crawl_problem(report)
+            scraped = read_raw_products(tmp / SCRAPED_PRODUCTS_FILE, SCRAPED_COLUMNS)
+            update = update_site_rows(previous, scraped, report)
+            report.site_update = update.summary()
+            write_json(report.to_dict(), tmp / CRAWL_REPORT_FILE)
+            problem = refusal(report, update, site.min_seen_share, force)
             if problem:
-                raise CrawlFailed(f"{problem}; last log lines:\n{_log_tail(tmp / CRAWL_LOG_FILE)}")
+                raise CrawlFailed(f"{problem}; last log lines:\n{_log_tail(tmp / CRAWL_LOG_FILE)}", report)
+            write_raw_products(update.rows, tmp / RAW_PRODUCTS_FILE)
         except CrawlFailed as exc:
             if (tmp / CRAWL_LOG_FILE).is_file():
                 shutil.copyfile(tmp / CRAWL_LOG_FILE, failure_log)
-            raise CrawlFailed(f"{exc}\n(previous data kept; full log: {failure_log})") from exc
+            raise CrawlFailed(f"{exc}\n(previous data kept; full log: {failure_log})", report) from exc
     failure_log.unlink(missing_ok=True)
     return report

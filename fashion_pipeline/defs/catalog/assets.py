@@ -1,5 +1,6 @@
 """The crawled product catalog: per-site crawls, their images, and the merged products table."""
 
+from collections.abc import Iterator
 from contextlib import nullcontext
 
 import dagster as dg
@@ -13,8 +14,10 @@ from fashion_pipeline.lib.catalog.catalog import (
     merge_catalog,
     missing_image_files,
     read_raw_products,
+    read_site_rows,
 )
 from fashion_pipeline.lib.catalog.crawl_report import CrawlReport
+from fashion_pipeline.lib.catalog.site_rows import STALE
 from fashion_pipeline.lib.catalog.sites import load_sites
 from fashion_pipeline.lib.common.atomic import write_json, write_parquet
 from fashion_pipeline.lib.common.images import ImageError, load_image
@@ -33,6 +36,9 @@ catalog_follows_crawls = dg.AutomationCondition.eager().without(~dg.AutomationCo
 class CrawlConfig(dg.Config):
     timeout_s: int = 3600  # a crawl still running after this fails (and keeps the previous data)
     max_pages: int = 0  # result pages per keyword; 0 = the site's max_pages in sites.yaml
+    # Publish a crawl that saw fewer than the site's min_seen_share of its previous products (the shop
+    # really shrank); a crawl that lost products is never published.
+    force: bool = False
 
 
 def _table(counts: dict[str, int], header: str) -> dg.MetadataValue:
@@ -45,11 +51,11 @@ def _table(counts: dict[str, int], header: str) -> dg.MetadataValue:
     kinds={"scrapy", "playwright"},
     partitions_def=site_partitions,
     deps=[dg.AssetKey("garment_items")],
-    check_specs=[dg.AssetCheckSpec("every_product_accounted_for", asset="catalog_raw")],
+    check_specs=[dg.AssetCheckSpec("every_product_accounted_for", asset="catalog_raw", blocking=True)],
 )
 def catalog_raw(
     context: dg.AssetExecutionContext, config: CrawlConfig, paths: DataPathsResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
     """One shop crawled by its Scrapy spider in a subprocess: products (JSON lines) and a crawl report."""
     data, site = paths.get(), SITES[context.partition_key]
     images_dir = data.catalog_images_dir / site.name
@@ -65,26 +71,49 @@ def catalog_raw(
             if base_url:
                 spider_args["base_url"] = base_url
             report = crawl_site(
-                site, data.catalog_raw_dir, images_dir, spider_args=spider_args, timeout_s=config.timeout_s
+                site,
+                data.catalog_raw_dir,
+                images_dir,
+                spider_args=spider_args,
+                timeout_s=config.timeout_s,
+                force=config.force,
             )
     except CrawlFailed as exc:
+        if exc.report is not None:  # the crawl ran: say what it did, then refuse it
+            yield _accounting(exc.report)
         raise dg.Failure(description=str(exc)) from exc
-    context.log.info(f"{site.name}: listed {report.listed}, scraped {report.scraped}, dropped {report.dropped}")
-    return dg.MaterializeResult(
+    update = report.site_update
+    context.log.info(
+        f"{site.name}: listed {report.listed}, scraped {report.scraped}, dropped {report.dropped}; "
+        f"previous {update.get('previous', 0)}: kept stale {update.get('kept_stale')}, gone {update.get('gone', 0)}"
+    )
+    yield dg.MaterializeResult(
         metadata={
             "scraped": report.scraped,
             "dropped": _table(report.dropped, "reason"),
-            "images_failed": report.images_failed,
+            "kept_stale": _table(update.get("kept_stale", {}), "reason"),
+            "gone": update.get("gone", 0),
             "path": dg.MetadataValue.path(str(data.catalog_raw_dir / site.name / RAW_PRODUCTS_FILE)),
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="every_product_accounted_for",
-                passed=report.accounted,
-                metadata={"listed": report.listed, "scraped": report.scraped, "dropped": report.dropped_total},
-                description="listed = scraped + dropped (each with its reason)",
-            )
-        ],
+        check_results=[_accounting(report)],
+    )
+
+
+def _accounting(report: CrawlReport) -> dg.AssetCheckResult:
+    update = report.site_update
+    kept = sum(update.get("kept_stale", {}).values())
+    return dg.AssetCheckResult(
+        check_name="every_product_accounted_for",
+        passed=report.accounted and update.get("accounted", True),
+        metadata={
+            "listed": report.listed,
+            "scraped": report.scraped,
+            "dropped": report.dropped_total,
+            "previous": update.get("previous", 0),
+            "kept_stale": kept,
+            "gone": update.get("gone", 0),
+        },
+        description="listed = scraped + dropped; previous = scraped again + kept stale + gone + merged",
     )
 
 
@@ -108,7 +137,7 @@ def catalog_images(context: dg.AssetExecutionContext, paths: DataPathsResource) 
             load_image(image_path)
         except (ImageError, FileNotFoundError, TypeError):
             unreadable.append(str(image_path))
-    image_reasons = {"dead image link", "broken image", "image blocked"}
+    image_reasons = {"dead image link", "broken image", "image blocked", "image too large"}
     failed = [drop for drop in report.drops if drop["reason"] in image_reasons]
     record = data.catalog_images_dir / site / "image_failures.json"
     write_json({"site": site, "failed_downloads": failed, "unreadable_files": unreadable}, record)
@@ -143,16 +172,13 @@ def catalog_images(context: dg.AssetExecutionContext, paths: DataPathsResource) 
 def product_catalog(context: dg.AssetExecutionContext, paths: DataPathsResource) -> dg.MaterializeResult:
     """Every shop's latest good crawl in one table, with first_seen/last_seen and what is new, changed or gone."""
     data = paths.get()
-    crawled = [data.catalog_raw_dir / name / RAW_PRODUCTS_FILE for name in SITES]
-    crawled = [path for path in crawled if path.is_file()]
-    if not crawled:
+    rows = read_site_rows(data.catalog_raw_dir, SITES)
+    if rows is None:
         raise dg.Failure(f"no shop crawled yet under {data.catalog_raw_dir}: materialize catalog_raw for a site first")
     previous = pd.read_parquet(data.products) if data.products.is_file() else None
     # Blocking problems raise before writing: the last good catalog stays in place.
     try:
-        catalog, changes = merge_catalog(
-            pd.concat([read_raw_products(p) for p in crawled], ignore_index=True), previous
-        )
+        catalog, changes = merge_catalog(rows, previous)
     except ValueError as exc:  # repeated product ids
         raise dg.Failure(f"catalog not written: {exc}") from exc
     unpriced = catalog.loc[catalog["price"].notna() & catalog["price_usd"].isna(), "product_id"]
@@ -173,6 +199,7 @@ def product_catalog(context: dg.AssetExecutionContext, paths: DataPathsResource)
             "new": len(changes.new),
             "changed": len(changes.changed),
             "gone": len(changes.gone),
+            "stale": int((catalog["status"] == STALE).sum()),
             "by_site": dg.MetadataValue.md(f"| site | products | last crawled (UTC) |\n|---|---|---|\n{by_site_rows}"),
             "path": dg.MetadataValue.path(str(data.products)),
         },

@@ -33,8 +33,10 @@ SCRAPED_COLUMNS: tuple[str, ...] = (
     "colour",
     "crawled_at",
 )
-# A site's published rows (catalog/raw/<site>/products.jsonl).
-RAW_COLUMNS: tuple[str, ...] = SCRAPED_COLUMNS
+# A site's published rows (catalog/raw/<site>/products.jsonl): the crawl's, and the last good row of each
+# product it could not read (lib.catalog.site_rows): status "fresh" or "stale", why, and how many crawls
+# in a row have not shown it.
+RAW_COLUMNS: tuple[str, ...] = (*SCRAPED_COLUMNS, "status", "stale_reason", "missed_crawls")
 # data/catalog/products.parquet, in this order: the DESIGN.md contract plus `sku`, then what feeds add.
 CATALOG_COLUMNS: tuple[str, ...] = (
     "product_id",
@@ -55,6 +57,8 @@ CATALOG_COLUMNS: tuple[str, ...] = (
     "updated_at",
     "article_type",
     "colour",
+    "status",
+    "stale_reason",
 )
 # A product "changed" when one of these differs from the previous catalog.
 TRACKED_FIELDS: tuple[str, ...] = (
@@ -69,21 +73,36 @@ TRACKED_FIELDS: tuple[str, ...] = (
 )
 
 RAW_PRODUCTS_FILE = "products.jsonl"
+SCRAPED_PRODUCTS_FILE = "scraped.jsonl"  # what the crawl itself wrote, beside the published rows
 CRAWL_REPORT_FILE = "crawl_report.json"
 CRAWL_LOG_FILE = "crawl.log"
 
 
-def read_raw_products(path: Path) -> pd.DataFrame:
-    """A crawl's JSON lines as a DataFrame with RAW_COLUMNS (an empty file gives an empty table)."""
+def read_raw_products(path: Path, columns: tuple[str, ...] = RAW_COLUMNS) -> pd.DataFrame:
+    """A crawl's JSON lines as a DataFrame with `columns` (an empty file gives an empty table).
+
+    Rows published before products could be stale read as fresh.
+    """
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     frame = pd.DataFrame(rows)
-    for column in RAW_COLUMNS:
+    for column in columns:
         if column not in frame:
             frame[column] = None
-    frame = frame[list(RAW_COLUMNS)]
+    frame = frame[list(columns)]
     for column in ("price", "price_usd"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    if "status" in columns:
+        frame["status"] = frame["status"].fillna("fresh")
+        frame["missed_crawls"] = pd.to_numeric(frame["missed_crawls"], errors="coerce").fillna(0).astype("int64")
     return frame
+
+
+def write_raw_products(rows: pd.DataFrame, path: Path) -> None:
+    """A site's rows as JSON lines (missing values as null), in RAW_COLUMNS order."""
+    records = rows[list(RAW_COLUMNS)].astype(object).where(rows[list(RAW_COLUMNS)].notna(), None)
+    with Path(path).open("w", encoding="utf-8") as out:
+        for record in records.to_dict("records"):
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def read_site_rows(raw_dir: Path, sites: Iterable[str]) -> pd.DataFrame | None:
@@ -113,7 +132,8 @@ def merge_catalog(raw: pd.DataFrame, previous: pd.DataFrame | None) -> tuple[pd.
     """Combine the sites' current crawls into the catalog, carrying `first_seen` over from `previous`.
 
     `raw` holds RAW_COLUMNS for every site (already deduplicated within each site by the crawl).
-    `last_seen` is when the product was last crawled; a product missing from `raw` is gone.
+    `last_seen` is when the product was last read (a stale row keeps the time of its last good crawl); a
+    product missing from `raw` is gone, which a site's rows allow only after two crawls missed it.
     """
     duplicated = raw["product_id"][raw["product_id"].duplicated()].unique()
     if len(duplicated):

@@ -6,7 +6,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MAX_DROPS_LISTED = 1000  # dropped products named in a crawl report (all are counted)
+# Dropped products named in a crawl report (all are counted). Each named one can keep its last good row,
+# so the limit is far above a shop's failures on a bad day; past it, products count as not seen.
+MAX_DROPS_LISTED = 100_000
 
 
 @dataclass
@@ -26,6 +28,13 @@ class CrawlReport:
     finish_reason: str = ""
     started_at: str = ""
     finished_at: str = ""
+    # What publishing made of the site's previous products (lib.catalog.site_rows.SiteUpdate.summary).
+    site_update: dict = field(default_factory=dict)
+
+    @property
+    def listing_complete(self) -> bool:
+        """Whether every listing page answered with products: only then does a product not shown count."""
+        return not self.pages_failed and not self.listing_pages_without_products
 
     @property
     def dropped_total(self) -> int:
@@ -52,6 +61,7 @@ class CrawlReport:
             "finish_reason": self.finish_reason,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "site_update": self.site_update,
         }
 
     @classmethod
@@ -70,4 +80,5 @@ class CrawlReport:
             finish_reason=raw.get("finish_reason", ""),
             started_at=raw.get("started_at", ""),
             finished_at=raw.get("finished_at", ""),
+            site_update=dict(raw.get("site_update", {})),
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 # Query parameters that only track where a click came from: they never change the product shown.
 _TRACKING_PARAMS = frozenset(
@@ -22,10 +22,9 @@ def canonical_url(url: str) -> str:
     query = parse_qsl(parts.query, keep_blank_values=True)
     target = dict(query).get("url")
     if target and ("redirect" in parts.path.lower()) and target.startswith(("/", "http")):
-        unwrapped = target  # parse_qsl has already percent-decoded it
-        if unwrapped.startswith("/"):
-            unwrapped = urlunsplit((parts.scheme, parts.netloc, "", "", "")) + unwrapped
-        return canonical_url(unwrapped)
+        # parse_qsl has already percent-decoded it. Resolved as a browser would: "//host/x" is another host,
+        # which validation (run after this) then refuses.
+        return canonical_url(urljoin(urlunsplit((parts.scheme, parts.netloc, "/", "", "")), target))
     kept = sorted(
         (key, value)
         for key, value in query
