@@ -24,6 +24,9 @@ class StartingDetector:
     yolo: Any  # ultralytics.YOLO, ready to train
     pretrained_source: str  # file:..., framework cache:..., downloaded or none: ...
     checkpoint: Path | None  # the .pt its weights come from; None from random initialisation
+    # Ultralytics' `pretrained=` training argument: the checkpoint to copy tensors from into the model built
+    # from the yaml; True for a model loaded from its own checkpoint; False from random initialisation.
+    train_pretrained: str | bool
 
 
 def load_yolo(settings: DetectorSettings) -> StartingDetector:
@@ -33,15 +36,16 @@ def load_yolo(settings: DetectorSettings) -> StartingDetector:
 
     if settings.model.endswith(".pt"):  # a checkpoint: its own weights are the start (validate() checked it)
         path = Path(settings.model).resolve()
-        return StartingDetector(YOLO(str(path)), weights.file_source(path), path)
+        return StartingDetector(YOLO(str(path)), weights.file_source(path), path, True)
     name = settings.model_name
     architecture = settings.model if settings.model.endswith((".yaml", ".yml")) else f"{name}.yaml"
     checkpoints: list[Path] = []
 
     def from_file(path: Path) -> Any:
+        # The model setting names the network, built for the dataset's classes when training starts; the
+        # checkpoint's tensors are then copied in by name and shape (Ultralytics' `pretrained=<file>`).
         checkpoints.append(path.resolve())
-        # The model setting names the network; the checkpoint's tensors are copied in by name and shape.
-        return YOLO(architecture).load(str(path))
+        return YOLO(architecture)
 
     def from_framework() -> tuple[Any, str]:
         path, source = _framework_checkpoint(name)
@@ -57,7 +61,8 @@ def load_yolo(settings: DetectorSettings) -> StartingDetector:
             from_file=from_file, from_framework=from_framework, from_scratch=lambda: YOLO(architecture)
         ),
     )
-    return StartingDetector(yolo, source, checkpoints[-1] if weights.is_used(source) else None)
+    checkpoint = checkpoints[-1] if weights.is_used(source) else None
+    return StartingDetector(yolo, source, checkpoint, str(checkpoint) if checkpoint else False)
 
 
 def _framework_checkpoint(name: str) -> tuple[Path, str]:

@@ -203,6 +203,7 @@ def train_detector(
         epochs=settings.epochs,
         imgsz=settings.imgsz,
         freeze=settings.freeze,
+        pretrained=start.train_pretrained,
         batch=settings.batch,
         patience=settings.patience,
         time=settings.time_minutes / 60 if settings.time_minutes > 0 else None,
