@@ -4,12 +4,11 @@ Home -> category listings (paginated; one rendered client-side, fetched through 
 Run: `scrapy crawl demo_shop -a base_url=http://127.0.0.1:PORT` (the catalog_raw asset does this).
 The shop lives on that port only during the crawl, so product and image links are recorded under the
 stable `public_url` (`FASHION_DEMO_SHOP_URL`, default lib.samples.demo_shop.DEFAULT_PUBLIC_URL); images are
-still downloaded from the live server.
+still downloaded from the live server. The shop's links are relative, so they resolve against the page read.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -19,7 +18,7 @@ from scrapy.http import Response
 from fashion_pipeline.crawl.base import CatalogSpider
 from fashion_pipeline.crawl.browser import browser_meta
 from fashion_pipeline.crawl.report import DROPPED
-from fashion_pipeline.lib.samples.demo_shop import DEFAULT_PUBLIC_URL
+from fashion_pipeline.lib.samples.demo_shop import public_url as default_public_url
 
 
 class DemoShopSpider(CatalogSpider):
@@ -40,7 +39,7 @@ class DemoShopSpider(CatalogSpider):
                 "(lib.samples.demo_shop_site.serve_directory; the catalog_raw asset does it for you)"
             )
         self.base_url = base_url.rstrip("/")
-        self.public_url = (public_url or os.environ.get("FASHION_DEMO_SHOP_URL") or DEFAULT_PUBLIC_URL).rstrip("/")
+        self.public_url = public_url.rstrip("/") if public_url else default_public_url()
 
     def public(self, url: str) -> str:
         """The link users get for a page of the shop served at `base_url` during the crawl."""

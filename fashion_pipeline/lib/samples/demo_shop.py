@@ -6,12 +6,14 @@ The shop has what real shops have and what the crawler must cope with: listing p
 pagination, product pages, one category listed by JavaScript from a JSON file, prices in USD and INR with
 symbols and thousands separators (and one range), one product listed twice, one dead image link, one
 product without a price, and a robots.txt. `manifest.json` records what was generated, so tests and the
-benchmark know the truth to compare a crawl against. The pages and the server are in demo_shop_site.
+benchmark know the truth to compare a crawl against. Product names say the colours their photo shows and
+are unique in the shop (product_names). The pages and the server are in demo_shop_site.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,31 +27,20 @@ from fashion_pipeline.lib.common.atomic import atomic_dir
 from fashion_pipeline.lib.common.categories import CATEGORIES, CATEGORY_MAP, DF2_CATEGORY_NAMES
 from fashion_pipeline.lib.common.images import load_image
 from fashion_pipeline.lib.samples.demo_shop_site import write_site
+from fashion_pipeline.lib.samples.product_names import colour_phrase, garment_colours, unique_name
 
 MANIFEST_FILE = "manifest.json"
 PRODUCTS_PER_PAGE = 48
 CROP_MAX_SIDE = 320
 # Where users open the demo shop's pages: the crawl serves it on a throwaway port, so the catalog records
-# links under this stable address instead (the web app can mount DataPaths.demo_shop_dir there).
+# links under this stable address instead (the web app mounts DataPaths.demo_shop_dir there).
 DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000/demo-shop"
+PUBLIC_URL_ENV = "FASHION_DEMO_SHOP_URL"
 
-_COLOURS: dict[str, tuple[int, int, int]] = {
-    "Black": (25, 25, 25),
-    "White": (235, 235, 230),
-    "Grey": (128, 128, 128),
-    "Red": (190, 35, 40),
-    "Navy": (25, 35, 90),
-    "Blue": (50, 100, 200),
-    "Green": (45, 130, 60),
-    "Olive": (110, 115, 45),
-    "Yellow": (225, 195, 50),
-    "Orange": (225, 120, 35),
-    "Pink": (230, 140, 175),
-    "Purple": (115, 55, 145),
-    "Brown": (115, 70, 35),
-    "Beige": (210, 190, 155),
-}
-_TEXTURES = ("Cotton", "Linen", "Denim", "Silk", "Knit", "Satin", "Corduroy", "Chiffon", "Jersey", "Tweed")
+
+def public_url() -> str:
+    """The address the catalog records for the demo shop's pages: `FASHION_DEMO_SHOP_URL`, else the default."""
+    return (os.environ.get(PUBLIC_URL_ENV) or DEFAULT_PUBLIC_URL).rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -104,14 +95,6 @@ def select_shop_items(items: pd.DataFrame, splits: tuple[str, ...] = ("validatio
     chosen["_split_order"] = chosen["split"].astype(str).map({s: i for i, s in enumerate(splits)})
     chosen = chosen.sort_values(["_split_order", "sku", "image_id", "item_index"])
     return chosen.drop_duplicates("sku").drop(columns="_split_order").sort_values("sku", ignore_index=True)
-
-
-def _colour_name(image: Image.Image) -> str:
-    # The centre of the crop: the garment, not the background around its box.
-    width, height = image.size
-    centre = image.crop((width // 4, height // 4, width - width // 4, height - height // 4))
-    mean = np.asarray(centre.resize((16, 16))).reshape(-1, 3).mean(axis=0)
-    return min(_COLOURS, key=lambda name: float(np.sum((np.array(_COLOURS[name]) - mean) ** 2)))
 
 
 def _crop(image: Image.Image, row: pd.Series) -> Image.Image:
@@ -178,6 +161,7 @@ def build_demo_shop(
     with atomic_dir(out_dir) as root:
         (root / "img").mkdir()
         products: list[DemoProduct] = []
+        names: set[str] = set()  # product names are unique within the shop
         for row in chosen.itertuples(index=False):
             row_series = pd.Series(row._asdict())
             image_path = Path(row.image_path)
@@ -188,8 +172,8 @@ def build_demo_shop(
             category = (
                 str(row.category) if "category" in row._fields else CATEGORY_MAP.to_category[int(row.category_id)]
             )
-            texture = random.Random(f"{seed}:{row.sku}:texture").choice(_TEXTURES)
-            name = f"{_colour_name(crop)} {texture} {DF2_CATEGORY_NAMES[int(row.category_id)].title()}"
+            colour = colour_phrase(garment_colours(crop))
+            name = unique_name(colour, DF2_CATEGORY_NAMES[int(row.category_id)].title(), row.sku, names, seed)
             amount, currency, text = _price(row.sku, category, seed)
             fault = faults.get(row.sku)
             if fault == "no_price":

@@ -2,7 +2,8 @@
 
 The pages carry what the crawler must cope with: pagination, one category listed client-side by JavaScript
 from a JSON file, a product listed twice behind a tracking parameter, a dead image link and a missing price.
-`serve_directory` serves the site on 127.0.0.1 on a free port for the duration of a crawl.
+Every link is relative, so the site works wherever it is mounted: at / for a crawl, at /demo-shop/ in the
+app. `serve_directory` serves the site on 127.0.0.1 on a free port for the duration of a crawl.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ if TYPE_CHECKING:  # demo_shop imports this module to write the site
 
 JS_CATEGORY = "dress"  # listed client-side; falls back to the first category with products
 ROBOTS_TXT = "User-agent: *\nDisallow: /cart/\n"
+# A page a shopper's "Add to cart" opens: this shop sells nothing, and says so rather than answering 404.
+_CART_BODY = (
+    "<p>This is a generated demo shop: it has no checkout. The product pages and prices are there for the "
+    "catalog crawler and the shopping app to find.</p>"
+)
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title} - Demo Shop</title></head>
@@ -60,27 +66,31 @@ _LISTING_JS = """// Renders a listing page from its JSON, as shops with client-s
 """
 
 
-def _nav(categories: list[str]) -> str:
-    links = (f'<a class="category-link" data-category="{c}" href="/c/{c}/1.html">{c.title()}</a>' for c in categories)
-    return " | ".join(['<a href="/index.html">Home</a>', *links])
+def _nav(categories: list[str], up: str) -> str:
+    """The menu for a page `up` ("", "../" or "../../") below the shop's root."""
+    links = (
+        f'<a class="category-link" data-category="{c}" href="{up}c/{c}/1.html">{c.title()}</a>' for c in categories
+    )
+    return " | ".join([f'<a href="{up}index.html">Home</a>', *links])
 
 
-def _image_url(product: DemoProduct) -> str:
+def _image_url(product: DemoProduct, up: str) -> str:
     # The dead link points at a file that was never written: the crawler must count it and keep it out.
-    return f"/img/missing/{product.sku}.jpg" if product.fault == "dead_image" else f"/img/{product.sku}.jpg"
+    folder = "img/missing" if product.fault == "dead_image" else "img"
+    return f"{up}{folder}/{product.sku}.jpg"
 
 
-def _card(product: DemoProduct, url: str) -> str:
+def _card(product: DemoProduct, url: str, up: str) -> str:
     price = html.escape(product.price_text) if product.price_text else "Price on request"
     return (
         f'<div class="product-card" data-sku="{product.sku}">'
-        f'<a class="product-link" href="{url}"><img src="{_image_url(product)}" alt=""></a>'
+        f'<a class="product-link" href="{url}"><img src="{_image_url(product, up)}" alt=""></a>'
         f'<a class="product-name" href="{url}">{html.escape(product.name)}</a>'
         f'<span class="price">{price}</span></div>'
     )
 
 
-def _product_page(product: DemoProduct, nav: str) -> str:
+def _product_page(product: DemoProduct, categories: list[str]) -> str:
     price = (
         f'<span class="price" itemprop="price">{html.escape(product.price_text)}</span>'
         if product.price_text
@@ -89,12 +99,12 @@ def _product_page(product: DemoProduct, nav: str) -> str:
     body = (
         f'<meta itemprop="sku" content="{product.sku}">'
         f'<p class="breadcrumb"><a class="category" data-category="{product.category}" '
-        f'href="/c/{product.category}/1.html">{product.category.title()}</a></p>'
-        f'<img class="product-image" src="{_image_url(product)}" alt="{html.escape(product.name)}">'
+        f'href="../c/{product.category}/1.html">{product.category.title()}</a></p>'
+        f'<img class="product-image" src="{_image_url(product, "../")}" alt="{html.escape(product.name)}">'
         f"<p>{price}</p>"
-        f'<a href="/cart/add?sku={product.sku}" rel="nofollow">Add to cart</a>'
+        f'<a href="../cart/index.html?sku={product.sku}" rel="nofollow">Add to cart</a>'
     )
-    return _PAGE.format(title=html.escape(product.name), nav=nav, body=body)
+    return _PAGE.format(title=html.escape(product.name), nav=_nav(categories, "../"), body=body)
 
 
 def write_site(root: Path, products: list[DemoProduct], per_page: int) -> str:
@@ -102,47 +112,57 @@ def write_site(root: Path, products: list[DemoProduct], per_page: int) -> str:
     by_category = {c: [p for p in products if p.category == c] for c in CATEGORIES}
     categories = [c for c in CATEGORIES if by_category[c]]
     js_category = JS_CATEGORY if JS_CATEGORY in categories else categories[0]
-    nav = _nav(categories)
     (root / "robots.txt").write_text(ROBOTS_TXT)
     (root / "static").mkdir()
     (root / "static" / "listing.js").write_text(_LISTING_JS)
+    (root / "cart").mkdir()
+    cart = _PAGE.format(title="Cart", nav=_nav(categories, "../"), body=_CART_BODY)
+    (root / "cart" / "index.html").write_text(cart, encoding="utf-8")
     (root / "p").mkdir()
     for product in products:
-        (root / "p" / f"{product.sku}.html").write_text(_product_page(product, nav), encoding="utf-8")
+        (root / "p" / f"{product.sku}.html").write_text(_product_page(product, categories), encoding="utf-8")
     twice = next((p for p in products if p.fault == "listed_twice"), None)
     for category in categories:
-        listed = [(p, f"/p/{p.sku}.html") for p in by_category[category]]
+        # Links from a listing page, two folders down (c/<category>/<n>.html).
+        listed = [(p, f"../../p/{p.sku}.html") for p in by_category[category]]
         if twice is not None and twice.category == category:
             # The same product again at the end of its category, behind a tracking parameter.
-            listed.append((twice, f"/p/{twice.sku}.html?ref=new-arrivals"))
+            listed.append((twice, f"../../p/{twice.sku}.html?ref=new-arrivals"))
         pages = [listed[i : i + per_page] for i in range(0, len(listed), per_page)]
         folder = root / "c" / category
         folder.mkdir(parents=True)
         for number, page in enumerate(pages, start=1):
-            next_url = f"/c/{category}/{number + 1}.html" if number < len(pages) else None
+            next_url = f"{number + 1}.html" if number < len(pages) else None
             title = f"{category.title()} (page {number} of {len(pages)})"
             if category == js_category:
+                # The script resolves these links against the listing page, as the browser does for its own.
                 data = {
                     "products": [
-                        {"sku": p.sku, "url": url, "image": _image_url(p), "name": p.name, "price": p.price_text}
+                        {
+                            "sku": p.sku,
+                            "url": url,
+                            "image": _image_url(p, "../../"),
+                            "name": p.name,
+                            "price": p.price_text,
+                        }
                         for p, url in page
                     ],
                     "next": next_url,
                 }
                 (folder / f"{number}.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
                 body = (
-                    f'<div id="listing" data-client-rendered="1" data-src="/c/{category}/{number}.json"></div>'
-                    '<script src="/static/listing.js"></script>'
+                    f'<div id="listing" data-client-rendered="1" data-src="{number}.json"></div>'
+                    '<script src="../../static/listing.js"></script>'
                 )
             else:
-                cards = "\n".join(_card(p, url) for p, url in page)
+                cards = "\n".join(_card(p, url, "../../") for p, url in page)
                 more = f'<a rel="next" href="{next_url}">Next</a>' if next_url else ""
                 body = f'<div id="listing">\n{cards}\n</div>\n{more}'
-            (folder / f"{number}.html").write_text(_PAGE.format(title=title, nav=nav, body=body), encoding="utf-8")
-    home = "".join(
-        f'<p><a href="/c/{c}/1.html">{c.title()}: {len(by_category[c])} products</a></p>' for c in categories
-    )
-    (root / "index.html").write_text(_PAGE.format(title="Demo Shop", nav=nav, body=home), encoding="utf-8")
+            page_html = _PAGE.format(title=title, nav=_nav(categories, "../../"), body=body)
+            (folder / f"{number}.html").write_text(page_html, encoding="utf-8")
+    home = "".join(f'<p><a href="c/{c}/1.html">{c.title()}: {len(by_category[c])} products</a></p>' for c in categories)
+    index = _PAGE.format(title="Demo Shop", nav=_nav(categories, ""), body=home)
+    (root / "index.html").write_text(index, encoding="utf-8")
     return js_category
 
 
