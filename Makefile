@@ -10,6 +10,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 # The MLflow UI otherwise starts 7 background job workers (about 270 MB each) that browsing never uses.
+# (Its web server likewise starts 4 processes by default; `--workers 1` serves one person browsing.)
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := 0
@@ -59,7 +60,7 @@ stack-stop: venv
 
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME) mlruns
-	@test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+	@test -f $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\nnux:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
 
 demo: venv chromium dagster-home
 	$(BIN)/fashion-pipeline demo --host $(HOST)
@@ -87,8 +88,10 @@ ui: venv dagster-home
 	$(BIN)/dagster dev -w workspace.yaml -h $(HOST) -p 3000
 
 mlflow: venv dagster-home
+	@$(BIN)/python -c 'from fashion_pipeline.commands.demo import mlflow_landing_url as url; \
+		print("Training runs and their metrics:", url("http://$(HOST):5000", "sqlite:///$(CURDIR)/mlruns/mlflow.db"))'
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
-		--default-artifact-root $(CURDIR)/mlruns/artifacts --host $(HOST) --port 5000
+		--default-artifact-root $(CURDIR)/mlruns/artifacts --host $(HOST) --port 5000 --workers 1
 
 serve: venv
 	$(BIN)/fashion-pipeline serve --host $(HOST) --port 8000

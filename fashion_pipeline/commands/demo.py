@@ -59,13 +59,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-ui", action="store_true", help="materialize, then exit without starting the UIs")
 
 
+# The project's Dagster instance settings: no telemetry, and no first-visit dialog asking for an email for
+# dagster.io's newsletter (the same text as the Makefile's dagster-home target writes).
+DAGSTER_YAML = "telemetry:\n  enabled: false\nnux:\n  enabled: false\n"
+
+
 def prepare_environment() -> Path:
     """Project-local Dagster home with telemetry off, and MLflow/Ultralytics kept offline."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").resolve())))
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+        config.write_text(DAGSTER_YAML)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # The MLflow UI otherwise starts 7 background job workers (about 270 MB each) that browsing never uses.
@@ -166,6 +171,27 @@ def _wait_for(url: str, timeout: float = 120.0) -> bool:
     return False
 
 
+def mlflow_landing_url(ui_url: str, tracking_uri: str) -> str:
+    """The training experiment's runs table with its headline metrics as columns, else the UI's home page.
+
+    MLflow 3.17 opens in its GenAI view with the metrics hidden; `workflowType` picks the training view and
+    `viewStateShareKey` the saved view that lib/training/tracking.py stores on the experiment.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from fashion_pipeline.lib.training.tracking import DEFAULT_EXPERIMENT, TRAINING_VIEW
+
+    try:
+        experiment = mlflow.MlflowClient(tracking_uri).get_experiment_by_name(DEFAULT_EXPERIMENT)
+    except MlflowException:  # an unreadable store: the UI itself shows what is wrong
+        return ui_url
+    if experiment is None:
+        return ui_url
+    query = f"workflowType=machine_learning&viewStateShareKey={TRAINING_VIEW}"
+    return f"{ui_url}/#/experiments/{experiment.experiment_id}/runs?{query}"
+
+
 def start_services(args: argparse.Namespace) -> int:
     bin_dir = Path(sys.executable).parent
     mlruns = Path("mlruns").resolve()
@@ -187,6 +213,8 @@ def start_services(args: argparse.Namespace) -> int:
                 args.host,
                 "--port",
                 str(args.mlflow_port),
+                "--workers",  # one person browsing: not the default 4 server processes
+                "1",
             ],
             f"http://{args.host}:{args.mlflow_port}",
         ),
@@ -202,7 +230,8 @@ def start_services(args: argparse.Namespace) -> int:
             processes[name] = subprocess.Popen(command, start_new_session=True)
         for name, (_command, url) in services.items():
             ready = _wait_for(url)
-            print(f"{name:>10}: {url}" + ("" if ready else "  (not answering yet: see its log above)"), flush=True)
+            shown = mlflow_landing_url(url, tracking_uri) if name == "MLflow UI" else url
+            print(f"{name:>10}: {shown}" + ("" if ready else "  (not answering yet: see its log above)"), flush=True)
         print("Ctrl-C stops all three.", flush=True)
         while all(p.poll() is None for p in processes.values()):
             time.sleep(1)

@@ -56,7 +56,17 @@ def _table(counts: dict[str, int], header: str) -> dg.MetadataValue:
 def catalog_raw(
     context: dg.AssetExecutionContext, config: CrawlConfig, paths: DataPathsResource
 ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
-    """One shop crawled by its Scrapy spider in a subprocess: products (JSON lines) and a crawl report."""
+    """One shop crawled by its Scrapy spider in a subprocess: products (JSON lines) and a crawl report.
+
+    One partition per site in crawl/sites.yaml. The `demo_shop` partition (the embedded default) crawls the
+    demo shop, which is generated from the DeepFashion2 shop photos in `garment_items` and served on
+    127.0.0.1 only while it is crawled: that is what the dependency on garment_items carries (the shop is
+    rebuilt when garment_items changes; the other partitions do not read it). `amazon` and `darveys` crawl
+    real web shops: they need the network, and for real use the shop's permission, so `make demo` does not
+    materialize them. Run one with `dagster asset materialize -m
+    fashion_pipeline.definitions --select catalog_raw,catalog_images --partition amazon`, or launch the
+    partition here; offline such a crawl fails cleanly ("host not found") and the site's last good data stays.
+    """
     data, site = paths.get(), SITES[context.partition_key]
     images_dir = data.catalog_images_dir / site.name
     spider_args = {"max_pages": str(config.max_pages)} if config.max_pages else {}
@@ -123,7 +133,19 @@ def _accounting(report: CrawlReport) -> dg.AssetCheckResult:
     partitions_def=site_partitions,
     deps=[catalog_raw],
     automation_condition=dg.AutomationCondition.eager(),
-    check_specs=[dg.AssetCheckSpec("images_readable", asset="catalog_images", blocking=True)],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "images_readable",
+            asset="catalog_images",
+            blocking=True,
+            description=(
+                "Protects the embeddings from broken pictures: every downloaded product image opens as an "
+                "image (blocking, so the catalog does not merge a crawl with unreadable files). If it fails, "
+                "the files listed in image_failures.json are truncated or not images: recrawl the site "
+                "(materialize catalog_raw for its partition again)."
+            ),
+        )
+    ],
 )
 def catalog_images(context: dg.AssetExecutionContext, paths: DataPathsResource) -> dg.MaterializeResult:
     """The shop's product images (downloaded by the crawl's ImagesPipeline) verified, and its dead links listed."""
@@ -164,9 +186,34 @@ def catalog_images(context: dg.AssetExecutionContext, paths: DataPathsResource) 
     deps=[catalog_images],
     automation_condition=catalog_follows_crawls,
     check_specs=[
-        dg.AssetCheckSpec("unique_product_id", asset="product_catalog", blocking=True),
-        dg.AssetCheckSpec("usd_price_where_priced", asset="product_catalog", blocking=True),
-        dg.AssetCheckSpec("image_files_exist", asset="product_catalog"),
+        dg.AssetCheckSpec(
+            "unique_product_id",
+            asset="product_catalog",
+            blocking=True,
+            description=(
+                "Protects every product link and index row: one row per product_id (site:sku). A repeated id "
+                "stops the merge before writing, so the last good catalog keeps serving; the failure names the "
+                "ids: fix the site's spider so each product has one sku, then recrawl that site."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            "usd_price_where_priced",
+            asset="product_catalog",
+            blocking=True,
+            description=(
+                "Protects the app's max-price filter: every product with a price has its USD value. A price in "
+                "a currency missing from the rates table in crawl/sites.yaml stops the merge (the last good "
+                "catalog stays); add the currency's rate there and materialize product_catalog again."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            "image_files_exist",
+            asset="product_catalog",
+            description=(
+                "Warns when a product's downloaded image file is missing (it cannot be embedded or shown). "
+                "The examples say which: recrawl their site, or check that the data folder was not pruned."
+            ),
+        ),
     ],
 )
 def product_catalog(context: dg.AssetExecutionContext, paths: DataPathsResource) -> dg.MaterializeResult:

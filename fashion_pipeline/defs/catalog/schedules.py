@@ -50,7 +50,12 @@ catalog_automation = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.assets(catalog_images) | dg.AssetSelection.keys("product_catalog").downstream(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
-    description="Materializes catalog_images, product_catalog and what follows them once their inputs update.",
+    description=(
+        "Keeps the catalog and the app's search current: after a crawl it materializes catalog_images, then "
+        "product_catalog, then re-embeds the products (catalog_embeddings) and rebuilds the k-NN indexes "
+        "(knn_index), and does the same after a new champion model. If nothing follows a crawl, check that "
+        "this sensor is running (Automation page) and read its ticks."
+    ),
 )
 
 
@@ -63,7 +68,14 @@ def _reason(step_failure: dg.DagsterEvent) -> str:
     return (text if prefix.endswith(error.cls_name) else error.message).strip()
 
 
-@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30)
+@dg.run_failure_sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description=(
+        "Logs every failed run with its job, partition, failed steps and their reasons (here in the sensor's "
+        "ticks and in the daemon's output), so a failed nightly recrawl is seen without opening each run."
+    ),
+)
 def report_failed_runs(context: dg.RunFailureSensorContext) -> None:
     """Log every failed run (job, partition, failed steps and why) in this sensor's log and the daemon output."""
     run = context.dagster_run

@@ -60,7 +60,11 @@ def _no_test_photos_spec(asset: str) -> dg.AssetCheckSpec:
         "no_test_photos",
         asset=asset,
         blocking=True,
-        description="No test photo of a labelled source (by its id or by its file's sha256) is in the training data.",
+        description=(
+            "Protects the reported test scores: no test photo of a labelled source (by its id or its file's "
+            "sha256) is in the training data. If it fails, the leaks are listed: remove them from the training "
+            "folders (or fix the source's split lists) and materialize again."
+        ),
     )
 
 
@@ -125,13 +129,21 @@ class MergeConfig(dg.Config):
             "no_skipped_inputs",
             asset="deepfashion2_annotations",
             blocking=True,
-            description="Warns when any file or item was skipped; fails above 1 %.",
+            description=(
+                "Protects against training on a silently shrunken dataset: warns when any file or item was "
+                "skipped, fails above 1 %. The metadata counts each reason with an example: repair or remove "
+                "those files in the DeepFashion2 folder (FASHION_DF2_ROOT) and materialize again."
+            ),
         ),
         dg.AssetCheckSpec(
             "boxes_inside_images",
             asset="deepfashion2_annotations",
             blocking=True,
-            description="Every box has positive area and lies inside its image.",
+            description=(
+                "Protects the crops and the detector's labels: every box has positive area and lies inside its "
+                "image. If it fails, the reader let a bad box through: see the examples and fix the annotation "
+                "or the reader's validation."
+            ),
         ),
     ],
 )
@@ -185,13 +197,20 @@ def deepfashion2_annotations(config: MergeConfig, paths: DataPathsResource) -> d
             "every_item_mapped",
             asset="garment_items",
             blocking=True,
-            description="Every DeepFashion2 category_id maps to one of the 5 categories (categories.yaml).",
+            description=(
+                "Protects both models' class lists: every DeepFashion2 category_id maps to one of the 5 "
+                "categories. If it fails, add the missing id to fashion_pipeline/categories.yaml."
+            ),
         ),
         dg.AssetCheckSpec(
             "no_empty_category",
             asset="garment_items",
             blocking=True,
-            description="Each of the 5 categories has items in both splits.",
+            description=(
+                "Protects training and validation from a class with no examples: each of the 5 categories has "
+                "items in both splits. If it fails, the sample is too small or the dataset lacks a category: "
+                "raise n_images (generated sample) or point FASHION_DF2_ROOT at the full dataset."
+            ),
         ),
     ],
 )
@@ -249,7 +268,11 @@ class CropsConfig(dg.Config):
             "crops_match_items",
             asset="garment_crops",
             blocking=True,
-            description="One crop file per selected item: manifest rows = files written = items kept.",
+            description=(
+                "Protects the classifier from missing or orphan crops: one crop file per selected item "
+                "(manifest rows = files written = items kept). If it fails, the disk filled up or a file was "
+                "removed while writing: free space and materialize garment_crops again."
+            ),
         ),
         _no_test_photos_spec("garment_crops"),
     ],
@@ -310,7 +333,10 @@ class YoloConfig(dg.Config):
             "labels_valid",
             asset="yolo_dataset",
             blocking=True,
-            description="One label file per image and every coordinate inside [0, 1].",
+            description=(
+                "Protects the detector's training: one label file per image and every coordinate inside [0, 1]. "
+                "If it fails, the examples name the files: materialize yolo_dataset again from garment_items."
+            ),
         ),
         _no_test_photos_spec("yolo_dataset"),
     ],

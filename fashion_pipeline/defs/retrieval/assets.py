@@ -117,13 +117,42 @@ def _embedding_checks(
     # Follows every recrawl and every new champion (the catalog stage's automation sensor evaluates it).
     automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
-        dg.AssetCheckSpec("one_row_per_product", asset="catalog_embeddings", blocking=True),
-        dg.AssetCheckSpec("dimension_matches_model", asset="catalog_embeddings", blocking=True),
-        dg.AssetCheckSpec("finite_unit_vectors", asset="catalog_embeddings", blocking=True),
+        dg.AssetCheckSpec(
+            "one_row_per_product",
+            asset="catalog_embeddings",
+            blocking=True,
+            description=(
+                "Protects the indexes from duplicate or stale vectors: one embedding per catalog product (or the "
+                "product listed as failed), none for products not in the catalog. If it fails, materialize catalog_embeddings again (it "
+                "re-reads the catalog); if it fails again, the catalog changed during the run."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            "dimension_matches_model",
+            asset="catalog_embeddings",
+            blocking=True,
+            description=(
+                "Protects the search from mixing models: every vector comes from one model version, the "
+                "champion's, with its embedding size. If it fails, the champion changed while embedding: "
+                "materialize catalog_embeddings again."
+            ),
+        ),
+        dg.AssetCheckSpec(
+            "finite_unit_vectors",
+            asset="catalog_embeddings",
+            blocking=True,
+            description=(
+                "Protects the cosine ranking: every vector is finite with length 1. NaN or zero vectors come "
+                "from a broken model export: retrain or restore the champion classifier, then re-embed."
+            ),
+        ),
         dg.AssetCheckSpec(
             "all_images_embedded",
             asset="catalog_embeddings",
-            description="Warns (does not block) when some product images could not be read.",
+            description=(
+                "Warns (does not block) when some product images could not be read: those products cannot be "
+                "found by photo. They are retried on the next run; if they keep failing, recrawl their site."
+            ),
         ),
     ],
 )
@@ -182,7 +211,11 @@ class IndexConfig(dg.Config):
             "index_matches_catalog_and_model",
             asset="knn_index",
             blocking=True,
-            description="Every index was built from the champion model's embeddings of exactly the catalog's products.",
+            description=(
+                "Protects the app from answering with the wrong products: every index was built from the "
+                "champion model's embeddings of exactly the catalog's products (blocking: a failing index never "
+                "replaces the served one). If it fails, materialize catalog_embeddings, then knn_index."
+            ),
         )
     ],
 )
@@ -295,7 +328,11 @@ def _metrics_md(report: retrieval_eval.RetrievalReport) -> str:
         dg.AssetCheckSpec(
             "retrieval_quality",
             asset="retrieval_evaluation",
-            description="Warns when top-k accuracy falls below the thresholds set in the asset's config.",
+            description=(
+                "Warns when top-k accuracy falls below the thresholds set in the asset's config: the models "
+                "still serve, but shoppers get worse matches. Compare the run with earlier ones in MLflow and "
+                "retrain (more data, pretrained weights) before lowering a threshold."
+            ),
         )
     ],
 )
