@@ -7,6 +7,7 @@ Dagster UI shows them afterwards; MLflow tracks to its SQLite store under ./mlru
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -83,8 +84,16 @@ def prepare_environment() -> Path:
 
 
 # Assets that train a model: rerunning them cannot replace a better champion (the gate blocks), so a
-# second `make demo` keeps the champions instead of spending ten minutes to fail the gate.
+# second `make demo` keeps the champions of its profile instead of spending ten minutes to fail the gate.
 TRAINING_ASSETS = {"garment_classifier": "classifier_dir", "garment_detector": "detector_dir"}
+
+
+def _champion_profile(model_dir: Path) -> str | None:
+    """The profile the published champion in `model_dir` was trained with (None: no champion yet)."""
+    metadata = model_dir / "metadata.json"
+    if not metadata.exists():
+        return None
+    return json.loads(metadata.read_text()).get("profile", "demo")  # champions from before profiles: demo
 
 
 def profile_config(profile: str, assets: list[str]) -> dict:
@@ -100,7 +109,7 @@ def materialize_all(sites: list[str], retrain: bool = False, profile: str = "dem
     from fashion_pipeline.lib.common.paths import DataPaths
 
     data = DataPaths.from_env()
-    keep = {name for name, folder in TRAINING_ASSETS.items() if (getattr(data, folder) / "metadata.json").exists()}
+    keep = {name for name, folder in TRAINING_ASSETS.items() if _champion_profile(getattr(data, folder)) == profile}
     if keep and not retrain:
         print(f"==> keeping the existing champions ({', '.join(sorted(keep))}); --retrain trains again", flush=True)
     else:
