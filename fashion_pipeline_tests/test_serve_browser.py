@@ -1,4 +1,8 @@
-"""The shopping page in a real browser (Debian Chromium via Playwright) against a real uvicorn server."""
+"""The shopping page in a real browser (Debian Chromium via Playwright) against a real uvicorn server.
+
+The fake catalog of fixtures_serving, so exact products and prices can be asserted; every request the
+browser makes is recorded and must stay on 127.0.0.1 (browser_support).
+"""
 
 from __future__ import annotations
 
@@ -7,24 +11,18 @@ import re
 import httpx
 import pytest
 
-from fashion_pipeline.crawl.settings import LOOPBACK_CHROMIUM_ARGS
 from fashion_pipeline.lib.retrieval.query import NO_GARMENT_MESSAGE
-from fashion_pipeline_tests.fixtures_catalog import require_chromium
+from fashion_pipeline_tests.browser_support import app_page, chromium, playwright_session
 from fashion_pipeline_tests.fixtures_serving import TWO_GARMENTS, encode, garment_photo
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    executable = require_chromium()  # fails, never skips, when it is missing
-    with sync_playwright() as playwright:
-        # No sandbox/GPU in containers, nothing but 127.0.0.1 resolves, no background traffic.
-        browser = playwright.chromium.launch(executable_path=executable, args=LOOPBACK_CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+def browser(tmp_path_factory):
+    # Fails, never skips, when Chromium is missing; on exit, fails if any request left 127.0.0.1.
+    with playwright_session() as playwright, chromium(playwright, tmp_path_factory.mktemp("chromium")) as handle:
+        yield handle
 
 
 @pytest.fixture
@@ -35,16 +33,8 @@ def console_errors() -> list[str]:
 
 @pytest.fixture
 def page(browser, serving_server, console_errors):
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    page.on("console", lambda message: message.type == "error" and console_errors.append(message.text))
-    page.on("pageerror", lambda error: console_errors.append(str(error)))
-    page.goto(serving_server.url)
-    page.wait_for_selector("body[data-ready=true]", state="attached")
-    yield page
-    context.close()
-    assert console_errors == [], f"the page logged errors: {console_errors}"
+    with app_page(browser, serving_server.url, console_errors) as ready:
+        yield ready
 
 
 def upload(page, name: str, data: bytes, mime: str) -> None:

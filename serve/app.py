@@ -23,11 +23,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fashion_pipeline.lib.common.images import ImageError
 from fashion_pipeline.lib.retrieval.query import QueryError
 from fashion_pipeline.lib.retrieval.recommender import Recommender
+from fashion_pipeline.lib.samples.demo_shop import public_url as demo_shop_public_url
 from serve.upload import IMAGE_FIELD, UploadError, read_upload
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+DEMO_SHOP_PATH = "/demo-shop"
 QUERY_FIELDS = ("k", "category", "max_price", "site", "crops")
 # The page loads only its own script and style; product images may come from the shops themselves.
 PAGE_POLICY = (
@@ -115,13 +117,17 @@ def create_app(recommender: Recommender, settings: ServeSettings | None = None) 
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     demo_shop = recommender.paths.demo_shop_dir if recommender.paths else None
+    served_shop: dict[str, str] | None = None
     if demo_shop is not None and demo_shop.is_dir():
-        # The generated demo shop's product links point here (FASHION_DEMO_SHOP_URL), so they open in the demo.
-        app.mount("/demo-shop", StaticFiles(directory=demo_shop, html=True), name="demo-shop")
+        # The catalog records the demo shop's pages under FASHION_DEMO_SHOP_URL (by default this app's own
+        # address); the page maps those links here, so they open whatever host and port the app runs on.
+        app.mount(DEMO_SHOP_PATH, StaticFiles(directory=demo_shop, html=True), name="demo-shop")
+        served_shop = {"url": demo_shop_public_url(), "served_at": f"{DEMO_SHOP_PATH}/"}
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {**recommender.health(), "max_upload_bytes": settings.max_upload_bytes}
+        health = {**recommender.health(), "max_upload_bytes": settings.max_upload_bytes}
+        return {**health, "demo_shop": served_shop} if served_shop else health
 
     @app.get("/images/{product_id:path}")
     async def product_image(product_id: str) -> Response:

@@ -3,7 +3,15 @@
 "use strict";
 
 const K = 12;
-const state = { file: null, previewUrl: null, answer: null, picked: 0, stream: null, pending: null };
+const state = {
+  file: null,
+  previewUrl: null,
+  answer: null,
+  picked: 0,
+  stream: null,
+  pending: null,
+  demoShop: null, // {url, served_at} from /healthz when this app serves the demo shop's pages
+};
 const $ = (id) => document.getElementById(id);
 
 function setStatus(text, isError = false) {
@@ -30,6 +38,21 @@ function priceText(product) {
   return `${original} (≈ ${money(product.price_usd, "USD")})`;
 }
 
+function similarityText(score) {
+  // The score is a cosine similarity (1 = the same picture, 0 or below = nothing in common); a shopper reads
+  // it as a percentage, and "below zero" means no more than "nothing alike".
+  const percent = Math.round(100 * Math.min(Math.max(score, 0), 1));
+  return `${percent}% similar`;
+}
+
+function shopLink(url) {
+  // The catalog records the demo shop's pages under its public address (FASHION_DEMO_SHOP_URL); this app
+  // serves the same pages itself, so they open here whatever host and port the app runs on.
+  const shop = state.demoShop;
+  if (url && shop && url.startsWith(`${shop.url}/`)) return shop.served_at + url.slice(shop.url.length + 1);
+  return url;
+}
+
 function isWebUrl(url) {
   try {
     const parsed = new URL(url, window.location.href);
@@ -46,9 +69,10 @@ function productCard(product) {
   image.alt = product.name;
   // The downloaded copy first; the shop's own image if we have none.
   image.src = `/images/${encodeURIComponent(product.product_id)}`;
+  const shopImage = shopLink(product.image_url);
   image.addEventListener("error", () => {
-    if (product.image_url && isWebUrl(product.image_url) && image.src !== product.image_url) {
-      image.src = product.image_url;
+    if (shopImage && isWebUrl(shopImage) && image.getAttribute("src") !== shopImage) {
+      image.src = shopImage;
     } else {
       image.classList.add("missing");
     }
@@ -56,9 +80,11 @@ function productCard(product) {
   card.querySelector(".product-name").textContent = product.name;
   card.querySelector(".product-price").textContent = priceText(product);
   card.querySelector(".product-site").textContent = product.site;
+  card.querySelector(".product-similarity").textContent = similarityText(product.score);
   const link = card.querySelector(".product-link");
-  if (isWebUrl(product.url)) {
-    link.href = product.url;
+  const url = shopLink(product.url);
+  if (isWebUrl(url)) {
+    link.href = url;
     link.textContent = `View at ${product.site}`;
   } else {
     link.remove();
@@ -76,6 +102,10 @@ function showProducts() {
   }
   $("results").hidden = false;
   $("results-title").textContent = `Products like the ${garment.category}`;
+  const filtered = ["max_price", "site"].some((name) => $("filters").elements[name].value.trim());
+  $("results-empty").textContent = filtered
+    ? "No product matches these filters; try a higher price or another shop."
+    : "No products in this category yet.";
   $("results-empty").hidden = garment.recommendations.length > 0;
   for (const product of garment.recommendations) grid.append(productCard(product));
 }
@@ -123,20 +153,45 @@ function showAnswer(answer) {
     if (garment.crop) crop.src = garment.crop;
     crop.alt = `The ${garment.category} in your photo`;
     button.querySelector(".garment-category").textContent = garment.category;
-    button.querySelector(".garment-score").textContent =
-      garment.score > 0 ? `${Math.round(garment.score * 100)}% sure` : "whole photo";
+    // The detector's confidence is for the category it chose: once the shopper picks another one, showing
+    // it would claim a certainty nobody has about the new category.
+    let note = `${Math.round(garment.score * 100)}% sure`;
+    if (garment.score <= 0) note = "whole photo";
+    else if (chosenCategory()) note = `searched as ${garment.category}`;
+    button.querySelector(".garment-score").textContent = note;
     button.dataset.category = garment.category;
     button.addEventListener("click", () => pick(index));
     list.append(button);
   });
   $("garments").hidden = answer.detections.length === 0;
   showBoxes(answer);
-  setStatus(answer.message || "");
+  // With detected garments the server's message can only say that no product matched, which the results
+  // section already says for the garment shown; said once is enough.
+  const detected = answer.detections.some((garment) => garment.score > 0);
+  setStatus(detected ? "" : answer.message || "");
   pick(Math.min(state.picked, Math.max(answer.detections.length - 1, 0)));
+}
+
+function chosenCategory() {
+  return $("filters").elements.category.value;
+}
+
+function filtersProblem() {
+  // The browser knows the field's limits (min 0, a number): say what is wrong before asking the server.
+  const price = $("max-price");
+  price.setAttribute("aria-invalid", String(!price.validity.valid));
+  if (price.validity.valid) return null;
+  return "Enter a maximum price of 0 or more US dollars, or leave it empty for any price.";
 }
 
 async function search() {
   if (!state.file) return;
+  const problem = filtersProblem();
+  if (problem) {
+    if (state.pending) state.pending.abort();
+    setStatus(problem, true);
+    return;
+  }
   if (state.pending) state.pending.abort(); // a newer photo or filter replaces the running search
   const controller = new AbortController();
   state.pending = controller;
@@ -222,6 +277,7 @@ async function loadOptions() {
   try {
     const response = await fetch("/healthz");
     const health = await response.json();
+    state.demoShop = health.demo_shop || null;
     for (const [id, values] of [["site", health.sites], ["category", health.categories]]) {
       const select = $(id);
       for (const value of values || []) select.append(new Option(value, value));
