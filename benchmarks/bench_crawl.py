@@ -36,6 +36,7 @@ from fashion_pipeline.crawl.settings import LOOPBACK_CHROMIUM_ARGS, chromium_exe
 from fashion_pipeline.lib.catalog.catalog import RAW_PRODUCTS_FILE, read_raw_products
 from fashion_pipeline.lib.catalog.crawl_report import CrawlReport
 from fashion_pipeline.lib.catalog.sites import SITES_FILE, load_sites, load_usd_rates
+from fashion_pipeline.lib.common.paths import DataPaths
 from fashion_pipeline.lib.samples.demo_shop import DemoShop, build_demo_shop, make_stand_in_items
 from fashion_pipeline.lib.samples.demo_shop_site import serve_directory
 from fashion_pipeline.lib.samples.shop_feeds import shopify_products, shopify_storefront
@@ -53,10 +54,10 @@ def crawl_with_scrapy(shop_root: Path, work: Path) -> dict:
     with serve_directory(shop_root) as base_url:
         start = time.perf_counter()
         report = crawl_site(
-            load_sites()["demo_shop"], work / "raw", work / "images", spider_args={"base_url": base_url}
+            load_sites()["demo_shop"], DataPaths(root=work / "html"), spider_args={"base_url": base_url}
         )
         wall = time.perf_counter() - start
-    return _figures(report, wall, work / "raw" / "demo_shop")
+    return _figures(report, wall, DataPaths(root=work / "html").catalog_raw_dir / "demo_shop")
 
 
 def _figures(report: CrawlReport, wall: float, published: Path) -> dict:
@@ -87,12 +88,15 @@ def crawl_with_feed(shop: DemoShop, work: Path) -> dict:
         os.environ["FASHION_SITES_FILE"] = str(sites_file)
         start = time.perf_counter()
         report = crawl_site(
-            load_sites(sites_file)["bench_shopify"], work / "raw", work / "images", settings=LOOPBACK_SETTINGS
+            load_sites(sites_file)["bench_shopify"], DataPaths(root=work / "feed"), settings=LOOPBACK_SETTINGS
         )
         wall = time.perf_counter() - start
         del os.environ["FASHION_SITES_FILE"]
     pages = sum(1 for path in handler.requests if path.startswith("/products.json"))
-    return {**_figures(report, wall, work / "raw" / "bench_shopify"), "feed_pages": pages}
+    return {
+        **_figures(report, wall, DataPaths(root=work / "feed").catalog_raw_dir / "bench_shopify"),
+        "feed_pages": pages,
+    }
 
 
 def crawl_with_browser(shop_root: Path, work: Path, max_products: int) -> dict:

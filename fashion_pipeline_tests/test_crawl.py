@@ -13,6 +13,7 @@ from fashion_pipeline.lib.catalog.catalog import CRAWL_REPORT_FILE, RAW_PRODUCTS
 from fashion_pipeline.lib.catalog.crawl_report import CrawlReport
 from fashion_pipeline.lib.catalog.sites import load_sites, load_usd_rates
 from fashion_pipeline.lib.common.images import load_image
+from fashion_pipeline.lib.common.paths import DataPaths
 from fashion_pipeline.lib.samples.demo_shop import DEFAULT_PUBLIC_URL, DemoShop, make_stand_in_items
 from fashion_pipeline.lib.samples.demo_shop_site import serve_directory
 from fashion_pipeline_tests.fixtures_catalog import FAST_CRAWL_SETTINGS, faulty_shop_handler, require_chromium
@@ -49,8 +50,7 @@ def test_every_product_is_accounted_for_under_faults(small_demo_shop, tmp_path, 
     with serve_directory(shop.root, handler) as base_url:
         report = crawl_site(
             load_sites()["demo_shop"],
-            tmp_path / "raw",
-            tmp_path / "images",
+            DataPaths(root=tmp_path),
             spider_args={"base_url": base_url},
             settings=FAST_CRAWL_SETTINGS,
         )
@@ -73,7 +73,7 @@ def test_every_product_is_accounted_for_under_faults(small_demo_shop, tmp_path, 
     assert report.listing_pages_without_products == 1  # the broken page: no cards, no crash
     assert {d["reason"] for d in report.drops} == set(report.dropped)
 
-    out = tmp_path / "raw" / "demo_shop"
+    out = tmp_path / "catalog" / "raw" / "demo_shop"
     assert CrawlReport.read(out / CRAWL_REPORT_FILE) == report
     products = read_raw_products(out / RAW_PRODUCTS_FILE).set_index("sku")
     assert len(products) == report.scraped
@@ -104,7 +104,7 @@ def test_every_product_is_accounted_for_under_faults(small_demo_shop, tmp_path, 
         else:
             assert (row["price"], row["currency"]) == (product.price, product.currency)
             assert row["price_usd"] == round(product.price * rates[product.currency], 2)
-        assert load_image(row["image_path"]).size[0] > 0
+        assert load_image(tmp_path / row["image_path"]).size[0] > 0
         # Stable links (the crawl's port is gone afterwards), without the tracking parameter of the repeat.
         assert row["url"] == f"{DEFAULT_PUBLIC_URL}/p/{product.sku}.html"
         assert row["image_url"] == f"{DEFAULT_PUBLIC_URL}/img/{product.sku}.jpg"
@@ -113,7 +113,7 @@ def test_every_product_is_accounted_for_under_faults(small_demo_shop, tmp_path, 
 
 
 def test_a_failed_crawl_keeps_the_previous_data(tmp_path):
-    site_dir = tmp_path / "raw" / "demo_shop"
+    site_dir = tmp_path / "catalog" / "raw" / "demo_shop"
     site_dir.mkdir(parents=True)
     (site_dir / RAW_PRODUCTS_FILE).write_text('{"product_id": "demo_shop:old"}\n')
     with serve_directory(tmp_path) as base_url:
@@ -121,15 +121,14 @@ def test_a_failed_crawl_keeps_the_previous_data(tmp_path):
     with pytest.raises(CrawlFailed, match="scraped no products") as failure:
         crawl_site(
             load_sites()["demo_shop"],
-            tmp_path / "raw",
-            tmp_path / "images",
+            DataPaths(root=tmp_path),
             spider_args={"base_url": base_url},
             settings=FAST_CRAWL_SETTINGS,
         )
     assert "previous data kept" in str(failure.value)
     assert (site_dir / RAW_PRODUCTS_FILE).read_text() == '{"product_id": "demo_shop:old"}\n'
     assert sorted(p.name for p in site_dir.iterdir()) == [RAW_PRODUCTS_FILE]
-    assert (tmp_path / "raw" / "demo_shop.failed.log").is_file()
+    assert (tmp_path / "catalog" / "raw" / "demo_shop.failed.log").is_file()
 
 
 class DarveysLookalike(SimpleHTTPRequestHandler):
@@ -174,8 +173,7 @@ def test_darveys_listing_is_rendered_through_chromium(tmp_path):
     with serve_directory(tmp_path / "site", DarveysLookalike) as base_url:
         report = crawl_site(
             load_sites()["darveys"],
-            tmp_path / "raw",
-            tmp_path / "images",
+            DataPaths(root=tmp_path),
             spider_args={"start_url": base_url, "max_pages": "3", "categories": "dress,skirt"},
             # The imitation is on loopback, which a real shop's entry refuses.
             settings={
@@ -189,7 +187,7 @@ def test_darveys_listing_is_rendered_through_chromium(tmp_path):
     assert report.listed == 12 and report.accounted
     assert report.listing_pages_without_products == 0
     assert report.dropped == {"missing image_url": 4}  # tiles with only the lazy-load placeholder
-    products = read_raw_products(tmp_path / "raw" / "darveys" / RAW_PRODUCTS_FILE)
+    products = read_raw_products(tmp_path / "catalog" / "raw" / "darveys" / RAW_PRODUCTS_FILE)
     assert len(products) == 8
     assert set(products["category"]) == {"dress", "skirt"}
     assert set(products["currency"]) == {"INR"} and sorted(set(products["price"])) == [1499.0, 2499.0]

@@ -26,6 +26,7 @@ from fashion_pipeline.lib.catalog.catalog import (
 from fashion_pipeline.lib.catalog.feeds import invented_price
 from fashion_pipeline.lib.catalog.sites import load_sites, load_usd_rates
 from fashion_pipeline.lib.common.atomic import write_parquet
+from fashion_pipeline.lib.common.paths import DataPaths
 from fashion_pipeline.lib.samples.demo_shop_site import QuietHandler, serve_directory
 from fashion_pipeline.lib.samples.shop_feeds import ShopifyStorefront, merchant_rss, merchant_tsv
 from fashion_pipeline_tests.fixtures_catalog import FAST_CRAWL_SETTINGS, use_sites, write_photos
@@ -35,7 +36,7 @@ RATES = load_usd_rates()
 
 def _catalog(tmp_path: Path, names: list[str]) -> pd.DataFrame:
     """products.parquet built from the sites' crawls as product_catalog builds it."""
-    catalog, _ = merge_catalog(read_site_rows(tmp_path / "raw", names), None)
+    catalog, _ = merge_catalog(read_site_rows(tmp_path / "catalog" / "raw", names), None)
     write_parquet(catalog, tmp_path / "products.parquet")
     return pd.read_parquet(tmp_path / "products.parquet")
 
@@ -90,7 +91,7 @@ def test_shopify_storefront_pages_through_a_429_into_the_catalog(tmp_path, monke
             {"shop": {"spider": "shopify", "start_url": base_url, "currency": "EUR", "page_size": 3,
                       "allow_private_addresses": True}},
         )  # fmt: skip
-        report = crawl_site(sites["shop"], tmp_path / "raw", tmp_path / "images", settings=FAST_CRAWL_SETTINGS)
+        report = crawl_site(sites["shop"], DataPaths(root=tmp_path), settings=FAST_CRAWL_SETTINGS)
 
     # Three pages of three (the last one short), then an empty page ends the listing; page 2 was asked
     # twice: the 429, then the retry.
@@ -105,7 +106,7 @@ def test_shopify_storefront_pages_through_a_429_into_the_catalog(tmp_path, monke
         "image link to another site": 1,
         "dead image link": 1,
     }
-    rows = read_raw_products(tmp_path / "raw" / "shop" / RAW_PRODUCTS_FILE).set_index("sku")
+    rows = read_raw_products(tmp_path / "catalog" / "raw" / "shop" / RAW_PRODUCTS_FILE).set_index("sku")
     assert sorted(rows.index) == ["1000", "1001", "1006"]
     dress = rows.loc["1000"]
     assert (dress["name"], dress["category"], dress["url"]) == (
@@ -159,7 +160,7 @@ def test_merchant_rss_feed_every_entry_accounted_for(tmp_path, monkeypatch, netw
         (tmp_path / "site" / "feed.xml").write_text(merchant_rss(_merchant_items(base_url)))
         sites = use_sites(tmp_path, monkeypatch, {"feed": {"spider": "merchant_feed", "start_url": base_url,
                            "feed_url": f"{base_url}/feed.xml", "currency": "USD", "allow_private_addresses": True}})  # fmt: skip
-        report = crawl_site(sites["feed"], tmp_path / "raw", tmp_path / "images", settings=FAST_CRAWL_SETTINGS)
+        report = crawl_site(sites["feed"], DataPaths(root=tmp_path), settings=FAST_CRAWL_SETTINGS)
     assert report.listed == 8 and report.accounted
     assert report.dropped == {
         "no USD rate for JPY": 1,
@@ -168,7 +169,7 @@ def test_merchant_rss_feed_every_entry_accounted_for(tmp_path, monkeypatch, netw
         "link to another site": 1,
         "duplicate url": 1,
     }
-    rows = read_raw_products(tmp_path / "raw" / "feed" / RAW_PRODUCTS_FILE).set_index("sku")
+    rows = read_raw_products(tmp_path / "catalog" / "raw" / "feed" / RAW_PRODUCTS_FILE).set_index("sku")
     assert sorted(rows.index) == ["D1", "K1", "S1"]
     assert (rows.loc["S1", "price"], rows.loc["S1", "currency"], rows.loc["S1", "price_usd"]) == (30.0, "EUR", 34.2)
     assert (rows.loc["K1", "category"], rows.loc["K1", "availability"]) == ("skirt", "out of stock")
@@ -184,7 +185,7 @@ def test_merchant_tsv_feed(tmp_path, monkeypatch):
         (tmp_path / "site" / "feed.tsv").write_text(feed)
         sites = use_sites(tmp_path, monkeypatch, {"tsv": {"spider": "merchant_feed", "feed_url": f"{base_url}/feed.tsv",
                            "currency": "USD", "allow_private_addresses": True}})  # fmt: skip
-        report = crawl_site(sites["tsv"], tmp_path / "raw", tmp_path / "images", settings=FAST_CRAWL_SETTINGS)
+        report = crawl_site(sites["tsv"], DataPaths(root=tmp_path), settings=FAST_CRAWL_SETTINGS)
     assert (report.listed, report.scraped, report.dropped) == (3, 2, {"malformed row (2 fields, the header has 6)": 1})
 
 
@@ -208,7 +209,7 @@ def test_folder_site_with_the_real_catalogs_layout(tmp_path, monkeypatch, networ
     _folder_shop(tmp_path / "real")
     monkeypatch.setenv("FASHION_REAL_PHOTOS", str(tmp_path / "real"))
     site = load_sites()["real_products"]
-    report = crawl_site(site, tmp_path / "raw", tmp_path / "images", settings=FAST_CRAWL_SETTINGS)
+    report = crawl_site(site, DataPaths(root=tmp_path), settings=FAST_CRAWL_SETTINGS)
     assert report.listed == 6 and report.accounted
     assert report.dropped == {
         "missing name": 1,
@@ -229,8 +230,8 @@ def test_folder_site_with_the_real_catalogs_layout(tmp_path, monkeypatch, networ
 def test_folder_site_without_its_variable_fails_before_crawling(tmp_path, monkeypatch):
     monkeypatch.delenv("FASHION_REAL_PHOTOS", raising=False)
     with pytest.raises(CrawlFailed, match="FASHION_REAL_PHOTOS, which is not set"):
-        crawl_site(load_sites()["real_products"], tmp_path / "raw", tmp_path / "images")
-    assert not (tmp_path / "raw" / "real_products").exists()
+        crawl_site(load_sites()["real_products"], DataPaths(root=tmp_path))
+    assert not (tmp_path / "catalog" / "raw" / "real_products").exists()
 
 
 def test_real_catalog_rows_crawl_as_a_folder_site(real_data, tmp_path, monkeypatch):
@@ -245,9 +246,7 @@ def test_real_catalog_rows_crawl_as_a_folder_site(real_data, tmp_path, monkeypat
     for row in head[1:]:
         (folder / row[1]).symlink_to(source / row[1])
     monkeypatch.setenv("FASHION_REAL_PHOTOS", str(tmp_path / "real"))
-    report = crawl_site(
-        load_sites()["real_products"], tmp_path / "raw", tmp_path / "images", settings=FAST_CRAWL_SETTINGS
-    )
+    report = crawl_site(load_sites()["real_products"], DataPaths(root=tmp_path), settings=FAST_CRAWL_SETTINGS)
     assert report.listed == 30 and report.accounted
     catalog = _catalog(tmp_path, ["real_products"]).set_index("sku")
     expected = {row[0]: row for row in head[1:]}

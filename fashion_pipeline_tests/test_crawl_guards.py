@@ -25,6 +25,7 @@ from fashion_pipeline.crawl.pipelines import ValidationPipeline
 from fashion_pipeline.crawl.report import ProductDropped
 from fashion_pipeline.crawl.runner import CrawlFailed, crawl_site
 from fashion_pipeline.crawl.spiders.amazon import AmazonSpider
+from fashion_pipeline.lib.common.paths import DataPaths
 from fashion_pipeline.lib.samples.demo_shop_site import serve_directory
 from fashion_pipeline.lib.samples.shop_feeds import ShopifyStorefront, merchant_rss, shopify_storefront
 from fashion_pipeline_tests.fixtures_catalog import FAST_CRAWL_SETTINGS, use_sites, write_photos
@@ -96,7 +97,7 @@ def test_a_real_sites_crawl_to_loopback_is_refused_without_a_single_request(tmp_
             tmp_path, monkeypatch, {"shop": {"spider": "shopify", "start_url": base_url, "currency": "USD"}}
         )
         with pytest.raises(CrawlFailed, match=r"private address refused: 127\.0\.0\.1") as refused:
-            crawl_site(sites["shop"], tmp_path / "raw", tmp_path / "images", settings=FAST_CRAWL_SETTINGS)
+            crawl_site(sites["shop"], DataPaths(root=tmp_path), settings=FAST_CRAWL_SETTINGS)
     assert handler.requests == []
     assert refused.value.report.pages_failed == {"private address refused: 127.0.0.1": 1}
 
@@ -147,11 +148,11 @@ def test_size_caps_for_images_and_feeds(tmp_path, monkeypatch):
                  "allow_private_addresses": True}  # fmt: skip
         sites = use_sites(tmp_path, monkeypatch, {"feed": entry})
         capped = {**FAST_CRAWL_SETTINGS, "CATALOG_IMAGE_MAXSIZE": "100000"}
-        report = crawl_site(sites["feed"], tmp_path / "raw", tmp_path / "images", settings=capped)
+        report = crawl_site(sites["feed"], DataPaths(root=tmp_path), settings=capped)
         assert (report.scraped, report.dropped) == (2, {"image too large": 1})
         tiny_feed = {**FAST_CRAWL_SETTINGS, "CATALOG_FEED_MAXSIZE": "200"}
         with pytest.raises(CrawlFailed, match="scraped no products") as refused:
-            crawl_site(sites["feed"], tmp_path / "raw", tmp_path / "images", settings=tiny_feed)
+            crawl_site(sites["feed"], DataPaths(root=tmp_path), settings=tiny_feed)
         assert refused.value.report.pages_failed == {"larger than the size cap": 1}
 
 

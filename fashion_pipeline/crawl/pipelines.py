@@ -5,6 +5,8 @@ URLs, download the image, drop repeated photos. A product that fails a step is d
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterable, Iterator
 from io import BytesIO
 from pathlib import Path
@@ -17,12 +19,15 @@ from scrapy.pipelines.images import ImageException, ImagesPipeline
 from scrapy.pipelines.media import FileException
 
 from fashion_pipeline.crawl.items import ProductItem
-from fashion_pipeline.crawl.report import IMAGES_FAILED, ProductDropped, too_large
+from fashion_pipeline.crawl.report import IMAGE_BYTES_WRITTEN, IMAGES_FAILED, ProductDropped, too_large
+from fashion_pipeline.lib.catalog.catalog import read_raw_products
 from fashion_pipeline.lib.catalog.duplicates import DuplicateImageFinder, image_signature
+from fashion_pipeline.lib.catalog.image_store import content_path, resolve, store_bytes
 from fashion_pipeline.lib.catalog.prices import PriceError, parse_price, to_usd
 from fashion_pipeline.lib.catalog.urls import canonical_url, link_problem
 from fashion_pipeline.lib.common.categories import CATEGORIES
 from fashion_pipeline.lib.common.images import ImageError, load_image
+from fashion_pipeline.lib.common.paths import DataPaths
 
 REQUIRED_FIELDS = ("sku", "name", "url", "image_url", "category")
 IMAGE_TOO_LARGE = "image too large"
@@ -148,11 +153,46 @@ class DuplicateUrlPipeline:
 
 
 class ProductImagesPipeline(ImagesPipeline):
-    """Scrapy's image download, decoding with the project's one loader; a product without image is dropped."""
+    """Scrapy's image download into the content-addressed store (lib.catalog.image_store), decoding with the
+    project's one loader; a product without an image is dropped with the reason.
+
+    A file is named by the SHA-256 of the bytes as served (a readable JPEG is stored as it is, other formats
+    as a JPEG re-encoding), written once and atomically. An image the site's previous rows already hold
+    under the same link, downloaded within IMAGES_EXPIRES days, is not fetched again. Paths in the rows
+    are relative to the data root (CATALOG_DATA_ROOT).
+    """
+
+    def __init__(self, store_uri: str, *, crawler: Crawler) -> None:
+        super().__init__(store_uri, crawler=crawler)
+        settings = crawler.settings
+        self.data_root = Path(settings.get("CATALOG_DATA_ROOT") or DataPaths.from_env().root).resolve()
+        self.store_root = Path(self.store.basedir).resolve()
+        self.previous_images: dict[str, str] = {}
+        previous = settings.get("CATALOG_PREVIOUS_PRODUCTS")
+        if previous and Path(previous).is_file():
+            rows = read_raw_products(Path(previous))
+            self.previous_images = {
+                url: path for url, path in zip(rows["image_url"], rows["image_path"], strict=True) if url and path
+            }
 
     def get_media_requests(self, item: ProductItem, info: Any) -> list[Request]:
         maxsize = self.crawler.settings.getint("CATALOG_IMAGE_MAXSIZE")
         return [Request(url, callback=NO_CALLBACK, meta={"download_maxsize": maxsize}) for url in item.image_urls]
+
+    def media_to_download(self, request: Request, info: Any, *, item: Any = None) -> dict | None:
+        """The stored image of the same link, if still fresh; None to download it."""
+        known = resolve(self.previous_images.get(getattr(item, "image_url", None) or ""), self.data_root)
+        if known is None or not known.is_relative_to(self.store_root) or not known.is_file():
+            return None  # never stored, removed, or in an older layout: fetch it into the store
+        if time.time() - known.stat().st_mtime > self.expires * 86400:
+            return None
+        self.inc_stats("uptodate")
+        return {"url": request.url, "path": known.relative_to(self.store_root).as_posix(), "status": "uptodate"}
+
+    def file_path(self, request: Any, response: Any = None, info: Any = None, *, item: Any = None) -> str:
+        if response is None:
+            raise ValueError("a content-addressed path needs the downloaded bytes")
+        return content_path(response.body)
 
     def get_images(
         self, response: Any, request: Any, info: Any, *, item: Any = None
@@ -167,6 +207,13 @@ class ProductImagesPipeline(ImagesPipeline):
             buffer = BytesIO()
             image.save(buffer, "JPEG", quality=90)
         yield self.file_path(request, response=response, info=info, item=item), image, buffer
+
+    async def image_downloaded(self, response: Any, request: Any, info: Any, *, item: Any = None) -> str:
+        path, _, buffer = next(self.get_images(response, request, info, item=item))
+        data = buffer.getvalue()
+        if store_bytes(self.store_root, path, data):
+            self.crawler.stats.inc_value(IMAGE_BYTES_WRITTEN, len(data))
+        return Path(path).stem  # the checksum: the served bytes' SHA-256
 
     def media_failed(self, failure: Any, request: Any, info: Any) -> Any:
         # Scrapy replaces every failure by a bare FileException here; keep ours, which say what went wrong.
@@ -183,7 +230,7 @@ class ProductImagesPipeline(ImagesPipeline):
             self.crawler.stats.inc_value(IMAGES_FAILED)
             raise ProductDropped(_image_failure_reason(failure), f"{item.image_url} of {item.product_id}")
         item.images = stored
-        item.image_path = str(Path(self.store.basedir, stored[0]["path"]).resolve())
+        item.image_path = os.path.relpath(self.store_root / stored[0]["path"], self.data_root)
         return item
 
 
@@ -202,11 +249,16 @@ def _image_failure_reason(failure: Any) -> str:
 class DuplicateImagePipeline:
     """One product per photo: a product showing the same picture as an earlier one (re-encoded or not) goes."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_root: Path) -> None:
+        self.data_root = data_root
         self.finder = DuplicateImageFinder()
 
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> DuplicateImagePipeline:
+        return cls(Path(crawler.settings.get("CATALOG_DATA_ROOT") or DataPaths.from_env().root))
+
     def process_item(self, item: ProductItem) -> ProductItem:
-        signature = image_signature(load_image(item.image_path))
+        signature = image_signature(load_image(resolve(item.image_path, self.data_root)))
         original = self.finder.find(signature)
         if original is not None:
             raise ProductDropped("duplicate image", f"{item.product_id} shows the photo of {original}")

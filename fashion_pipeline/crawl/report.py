@@ -35,6 +35,7 @@ SCRAPED = "catalog/scraped"
 DROPPED = "catalog/dropped/"
 PAGES_FAILED = "catalog/pages_failed/"
 IMAGES_FAILED = "catalog/images_failed"
+IMAGE_BYTES_WRITTEN = "catalog/image_bytes_written"  # bytes new to the image store
 PRICE_MISSING = "catalog/price_missing"
 EMPTY_LISTINGS = "catalog/listing_pages_without_products"
 # Request meta key marking a request whose page is one product: its failure drops that product.
@@ -139,6 +140,7 @@ class CrawlReportWriter:
             scraped=int(stats.get(SCRAPED, 0)),
             dropped=prefixed(DROPPED),
             images_failed=int(stats.get(IMAGES_FAILED, 0)),
+            image_bytes_written=int(stats.get(IMAGE_BYTES_WRITTEN, 0)),
             price_missing=int(stats.get(PRICE_MISSING, 0)),
             pages_failed=prefixed(PAGES_FAILED),
             listing_pages_without_products=int(stats.get(EMPTY_LISTINGS, 0)),

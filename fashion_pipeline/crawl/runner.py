@@ -27,9 +27,11 @@ from fashion_pipeline.lib.catalog.catalog import (
     write_raw_products,
 )
 from fashion_pipeline.lib.catalog.crawl_report import CrawlReport
+from fashion_pipeline.lib.catalog.image_store import store_dir
 from fashion_pipeline.lib.catalog.site_rows import refusal, update_site_rows
 from fashion_pipeline.lib.catalog.sites import SiteConfig, SiteConfigError
 from fashion_pipeline.lib.common.atomic import atomic_dir, write_json
+from fashion_pipeline.lib.common.paths import DataPaths
 
 SETTINGS_MODULE = "fashion_pipeline.crawl.settings"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -55,13 +57,17 @@ def _log_tail(log: Path, lines: int = 15) -> str:
 def run_spider(
     site: SiteConfig,
     out_dir: Path,
-    images_dir: Path,
+    data: DataPaths,
     *,
+    previous_products: Path | None = None,
     spider_args: Mapping[str, str] | None = None,
     settings: Mapping[str, str] | None = None,
     timeout_s: float = 3600,
 ) -> CrawlReport:
-    """Crawl `site` into `out_dir` (scraped.jsonl, crawl_report.json, crawl.log); images go to `images_dir`."""
+    """Crawl `site` into `out_dir` (scraped.jsonl, crawl_report.json, crawl.log); images go to the store.
+
+    `previous_products` are the site's published rows: images they hold under the same link are reused.
+    """
     if site.spider == "folder":
         try:
             site.local_folder()  # an unset variable or a missing folder: say so here, not in a crawl log
@@ -73,7 +79,9 @@ def run_spider(
     command = [sys.executable, "-m", "scrapy", "crawl", site.spider, "-a", f"site={site.name}"]
     command += ["-O", f"{out_dir / SCRAPED_PRODUCTS_FILE}:jsonlines"]
     for key, value in {
-        "IMAGES_STORE": str(images_dir),
+        "IMAGES_STORE": str(store_dir(data.catalog_images_dir)),
+        "CATALOG_DATA_ROOT": str(data.root),
+        "CATALOG_PREVIOUS_PRODUCTS": str(previous_products or ""),
         "CATALOG_REPORT_PATH": str(report_path),
         "CATALOG_ALLOW_PRIVATE_ADDRESSES": str(site.allow_private_addresses),
         **(settings or {}),
@@ -103,26 +111,35 @@ def run_spider(
 
 def crawl_site(
     site: SiteConfig,
-    raw_dir: Path,
-    images_dir: Path,
+    data: DataPaths,
     *,
     spider_args: Mapping[str, str] | None = None,
     settings: Mapping[str, str] | None = None,
     timeout_s: float = 3600,
     force: bool = False,
 ) -> CrawlReport:
-    """Crawl `site` and publish its rows as `raw_dir/<site>/`, or raise CrawlFailed and keep what was there.
+    """Crawl `site` and publish its rows in `catalog/raw/<site>/`, or raise CrawlFailed and keep what was there.
 
-    `force` publishes a crawl that saw fewer products than `min_seen_share` of the site's (the shop shrank).
-    The log of a refused crawl is kept as `raw_dir/<site>.failed.log`.
+    Images go to the content-addressed store under `catalog/images/`. `force` publishes a crawl that saw
+    fewer products than `min_seen_share` of the site's (the shop shrank). The log of a refused crawl is kept
+    as `catalog/raw/<site>.failed.log`.
     """
-    site_dir = Path(raw_dir) / site.name
-    failure_log = Path(raw_dir) / f"{site.name}.failed.log"
-    previous = read_raw_products(site_dir / RAW_PRODUCTS_FILE) if (site_dir / RAW_PRODUCTS_FILE).is_file() else None
+    site_dir = data.catalog_raw_dir / site.name
+    published = site_dir / RAW_PRODUCTS_FILE
+    failure_log = data.catalog_raw_dir / f"{site.name}.failed.log"
+    previous = read_raw_products(published) if published.is_file() else None
     with atomic_dir(site_dir) as tmp:
         report = None
         try:
-            report = run_spider(site, tmp, images_dir, spider_args=spider_args, settings=settings, timeout_s=timeout_s)
+            report = run_spider(
+                site,
+                tmp,
+                data,
+                previous_products=published if previous is not None else None,
+                spider_args=spider_args,
+                settings=settings,
+                timeout_s=timeout_s,
+            )
             scraped = read_raw_products(tmp / SCRAPED_PRODUCTS_FILE, SCRAPED_COLUMNS)
             update = update_site_rows(previous, scraped, report)
             report.site_update = update.summary()

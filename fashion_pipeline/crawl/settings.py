@@ -68,7 +68,9 @@ ITEM_PIPELINES = {
 }
 EXTENSIONS = {"fashion_pipeline.crawl.report.CrawlReportWriter": 500}
 CATALOG_REPORT_PATH = ""  # set per crawl by the runner; empty disables the report
-IMAGES_STORE = ""  # set per crawl by the runner (DataPaths.catalog_images_dir / site)
+IMAGES_STORE = ""  # set per crawl by the runner: the content-addressed store, catalog/images/sha256
+CATALOG_DATA_ROOT = ""  # image paths in the rows are relative to it (set by the runner; else FASHION_DATA_DIR)
+CATALOG_PREVIOUS_PRODUCTS = ""  # the site's published rows: their images are reused within IMAGES_EXPIRES
 IMAGES_EXPIRES = 30  # days before an already downloaded image is fetched again
 CATALOG_USD_RATES = load_usd_rates()
 

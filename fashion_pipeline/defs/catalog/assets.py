@@ -17,6 +17,7 @@ from fashion_pipeline.lib.catalog.catalog import (
     read_site_rows,
 )
 from fashion_pipeline.lib.catalog.crawl_report import CrawlReport
+from fashion_pipeline.lib.catalog.image_store import DEFAULT_RETENTION_DAYS, collect_garbage, resolve
 from fashion_pipeline.lib.catalog.site_rows import STALE
 from fashion_pipeline.lib.catalog.sites import load_sites
 from fashion_pipeline.lib.common.atomic import write_json, write_parquet
@@ -31,6 +32,12 @@ site_partitions = dg.StaticPartitionsDefinition(list(SITES))
 # Like eager(), but not held back by sites that were never crawled: with the real shops configured yet
 # switched off, `any_deps_missing` would otherwise keep the catalog from ever following the demo shop.
 catalog_follows_crawls = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+
+
+class CatalogConfig(dg.Config):
+    # Image files no catalog row has referenced for this long are deleted (a crawl writing new ones, a
+    # server still showing an older catalog, have that long to be done with them).
+    image_retention_days: float = DEFAULT_RETENTION_DAYS
 
 
 class CrawlConfig(dg.Config):
@@ -51,7 +58,21 @@ def _table(counts: dict[str, int], header: str) -> dg.MetadataValue:
     kinds={"scrapy", "playwright"},
     partitions_def=site_partitions,
     deps=[dg.AssetKey("garment_items")],
-    check_specs=[dg.AssetCheckSpec("every_product_accounted_for", asset="catalog_raw", blocking=True)],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "every_product_accounted_for",
+            asset="catalog_raw",
+            blocking=True,
+            description=(
+                "Protects against products vanishing silently: every product the crawl listed was scraped or "
+                "dropped with a counted reason (listed = scraped + dropped), and every product the site had is scraped "
+                "again, kept (stale, with its reason) or gone after two crawls missed it. It runs before the crawl "
+                "replaces the site's data and blocks: a failing crawl is not published. If it fails, read the dropped "
+                "reasons here and the site's crawl.log and crawl_report.json under catalog/raw/<site>/, then "
+                "fix the spider's selectors for the page that changed."
+            ),
+        )
+    ],
 )
 def catalog_raw(
     context: dg.AssetExecutionContext, config: CrawlConfig, paths: DataPathsResource
@@ -68,7 +89,6 @@ def catalog_raw(
     partition here; offline such a crawl fails cleanly ("host not found") and the site's last good data stays.
     """
     data, site = paths.get(), SITES[context.partition_key]
-    images_dir = data.catalog_images_dir / site.name
     spider_args = {"max_pages": str(config.max_pages)} if config.max_pages else {}
     # The embedded default: the demo shop is generated from garment_items and served only while crawled.
     serving = (
@@ -82,8 +102,7 @@ def catalog_raw(
                 spider_args["base_url"] = base_url
             report = crawl_site(
                 site,
-                data.catalog_raw_dir,
-                images_dir,
+                data,
                 spider_args=spider_args,
                 timeout_s=config.timeout_s,
                 force=config.force,
@@ -103,6 +122,7 @@ def catalog_raw(
             "dropped": _table(report.dropped, "reason"),
             "kept_stale": _table(update.get("kept_stale", {}), "reason"),
             "gone": update.get("gone", 0),
+            "image_bytes_written": report.image_bytes_written,
             "path": dg.MetadataValue.path(str(data.catalog_raw_dir / site.name / RAW_PRODUCTS_FILE)),
         },
         check_results=[_accounting(report)],
@@ -156,7 +176,7 @@ def catalog_images(context: dg.AssetExecutionContext, paths: DataPathsResource) 
     unreadable: list[str] = []
     for image_path in products["image_path"]:
         try:
-            load_image(image_path)
+            load_image(resolve(image_path, data.root))
         except (ImageError, FileNotFoundError, TypeError):
             unreadable.append(str(image_path))
     image_reasons = {"dead image link", "broken image", "image blocked", "image too large"}
@@ -216,7 +236,9 @@ def catalog_images(context: dg.AssetExecutionContext, paths: DataPathsResource) 
         ),
     ],
 )
-def product_catalog(context: dg.AssetExecutionContext, paths: DataPathsResource) -> dg.MaterializeResult:
+def product_catalog(
+    context: dg.AssetExecutionContext, config: CatalogConfig, paths: DataPathsResource
+) -> dg.MaterializeResult:
     """Every shop's latest good crawl in one table, with first_seen/last_seen and what is new, changed or gone."""
     data = paths.get()
     rows = read_site_rows(data.catalog_raw_dir, SITES)
@@ -232,13 +254,21 @@ def product_catalog(context: dg.AssetExecutionContext, paths: DataPathsResource)
     if len(unpriced):
         raise dg.Failure(f"catalog not written: prices without a USD value: {list(unpriced)[:5]}")
     write_parquet(catalog, data.products)
-    missing = missing_image_files(catalog["image_path"])
+    missing = missing_image_files(catalog["image_path"], data.root)
+    # The image store's garbage: files no row of the catalog or of a site has referenced for a while.
+    garbage = collect_garbage(
+        data.catalog_images_dir,
+        data.root,
+        [*catalog["image_path"], *rows["image_path"]],
+        retention_days=config.image_retention_days,
+    )
     by_site = catalog.groupby("site").agg(products=("product_id", "size"), last_seen=("last_seen", "max"))
     by_site_rows = "\n".join(
         f"| {site} | {row.products} | {row.last_seen:%Y-%m-%d %H:%M} |" for site, row in by_site.iterrows()
     )
     context.log.info(
-        f"catalog: {len(catalog)} products; new {len(changes.new)}, changed {len(changes.changed)}, gone {len(changes.gone)}"
+        f"catalog: {len(catalog)} products; new {len(changes.new)}, changed {len(changes.changed)}, gone {len(changes.gone)}; "
+        f"images: {garbage.files_deleted} unreferenced files deleted ({garbage.bytes_freed} bytes), {garbage.files_kept} kept"
     )
     return dg.MaterializeResult(
         metadata={
@@ -247,6 +277,7 @@ def product_catalog(context: dg.AssetExecutionContext, paths: DataPathsResource)
             "changed": len(changes.changed),
             "gone": len(changes.gone),
             "stale": int((catalog["status"] == STALE).sum()),
+            "image_bytes_freed": garbage.bytes_freed,
             "by_site": dg.MetadataValue.md(f"| site | products | last crawled (UTC) |\n|---|---|---|\n{by_site_rows}"),
             "path": dg.MetadataValue.path(str(data.products)),
         },

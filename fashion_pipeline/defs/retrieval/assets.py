@@ -11,6 +11,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from fashion_pipeline.defs.resources import DataPathsResource, MlflowResource
+from fashion_pipeline.lib.catalog.catalog import absolute_image_paths
 from fashion_pipeline.lib.common.atomic import atomic_dir, write_json
 from fashion_pipeline.lib.retrieval import embeddings, knn, retrieval_eval, retrieval_metrics
 from fashion_pipeline.lib.training import tracking
@@ -169,7 +170,9 @@ def catalog_embeddings(
             previous = embeddings.read_embeddings(data.embeddings)
         except (ValueError, OSError, pa.ArrowException) as exc:
             context.log.warning(f"{data.embeddings} is unreadable ({exc}); embedding every product again")
-    table, stats = embeddings.embed_catalog(catalog, embedder, previous, batch_size=config.batch_size)
+    # Catalog rows keep image paths relative to the data root.
+    on_disk = absolute_image_paths(catalog, data.root)
+    table, stats = embeddings.embed_catalog(on_disk, embedder, previous, batch_size=config.batch_size)
     embeddings.write_embeddings(table, data.embeddings, embedder.embedding_dim, failed=stats.failed)
     if stats.full_rebuild_reason:
         context.log.info(stats.full_rebuild_reason)

@@ -161,6 +161,12 @@ def merge_catalog(raw: pd.DataFrame, previous: pd.DataFrame | None) -> tuple[pd.
     return catalog, CatalogChanges(new=sorted(new), changed=sorted(changed), gone=gone, unchanged=unchanged)
 
 
-def missing_image_files(paths: Iterable[object]) -> list[str]:
-    """The image paths (of a catalog or crawl) that do not exist on disk."""
-    return [str(p) for p in paths if not isinstance(p, str) or not p or not Path(p).is_file()]
+def missing_image_files(paths: Iterable[object], data_root: Path) -> list[str]:
+    """The image paths (of a catalog or crawl, relative to `data_root`) that do not exist on disk."""
+    return [str(p) for p in paths if not isinstance(p, str) or not p or not (Path(data_root) / p).is_file()]
+
+
+def absolute_image_paths(catalog: pd.DataFrame, data_root: Path) -> pd.DataFrame:
+    """`catalog` with its image paths made absolute, for readers that open the files (the embedder)."""
+    paths = [str(Path(data_root) / p) if isinstance(p, str) and p else None for p in catalog["image_path"]]
+    return catalog.assign(image_path=paths)

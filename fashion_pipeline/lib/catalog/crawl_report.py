@@ -20,6 +20,7 @@ class CrawlReport:
     scraped: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     images_failed: int = 0
+    image_bytes_written: int = 0  # bytes the crawl added to the image store (0 when every image was known)
     price_missing: int = 0
     pages_failed: dict[str, int] = field(default_factory=dict)
     listing_pages_without_products: int = 0
@@ -53,6 +54,7 @@ class CrawlReport:
             "dropped": dict(sorted(self.dropped.items())),
             "dropped_total": self.dropped_total,
             "images_failed": self.images_failed,
+            "image_bytes_written": self.image_bytes_written,
             "price_missing": self.price_missing,
             "pages_failed": dict(sorted(self.pages_failed.items())),
             "listing_pages_without_products": self.listing_pages_without_products,
@@ -73,6 +75,7 @@ class CrawlReport:
             scraped=raw["scraped"],
             dropped=dict(raw["dropped"]),
             images_failed=raw["images_failed"],
+            image_bytes_written=raw.get("image_bytes_written", 0),
             price_missing=raw.get("price_missing", 0),
             pages_failed=dict(raw.get("pages_failed", {})),
             listing_pages_without_products=raw.get("listing_pages_without_products", 0),
