@@ -17,6 +17,7 @@ from fashion_pipeline.defs.catalog.assets import catalog_images, catalog_raw, pr
 from fashion_pipeline.defs.catalog.schedules import daily_recrawl, report_failed_runs
 from fashion_pipeline.defs.resources import DataPathsResource
 from fashion_pipeline.defs.retrieval import assets as retrieval_assets
+from fashion_pipeline.defs.retrieval import loading as retrieval_loading
 from fashion_pipeline.lib.catalog.catalog import CATALOG_COLUMNS
 from fashion_pipeline.lib.common.atomic import write_parquet
 from fashion_pipeline.lib.common.paths import DataPaths
@@ -152,7 +153,7 @@ def test_a_crawl_with_failing_product_pages_never_shrinks_the_catalog_or_the_ind
     (data.classifier_dir / "metadata.json").write_text(
         json.dumps({"registered_version": embedder.version, "embedding_dim": embedder.embedding_dim})
     )
-    monkeypatch.setattr(retrieval_assets, "_load_embedder", lambda model_dir: HistogramEmbedder())
+    monkeypatch.setattr(retrieval_loading, "load_embedder", lambda model_dir: HistogramEmbedder())
     downstream = [product_catalog, retrieval_assets.catalog_embeddings, retrieval_assets.knn_index]
 
     def crawl_and_follow(failing: list[str]) -> dg.ExecuteInProcessResult:

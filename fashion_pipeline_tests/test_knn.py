@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.neighbors import NearestNeighbors
 
-from fashion_pipeline.lib.retrieval import knn
+from fashion_pipeline.lib.retrieval import index_checks, knn
+from fashion_pipeline.lib.retrieval.layout import legacy_layout
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -114,6 +115,8 @@ def test_index_files_roundtrip_without_pickle(tmp_path: Path) -> None:
         "metric": "cosine",
         "backend": "exact",
         "params": {},
+        # Vectors built without a layout are the embedding alone, and say so.
+        "layout": legacy_layout(8).to_json(),
     }
 
     indexes = knn.load_indexes(index_dir)
@@ -192,13 +195,13 @@ def _consistent_setup(tmp_path: Path) -> tuple[Path, pd.DataFrame, pd.DataFrame]
 def test_consistency_passes_when_index_catalog_and_model_agree(tmp_path: Path) -> None:
     index_dir, embeddings, catalog = _consistent_setup(tmp_path)
     # s:4's image could not be read: it is known to be missing from the index.
-    assert knn.consistency_problems(index_dir, embeddings, catalog, 2, 4, failed=["s:4"]) == []
+    assert index_checks.consistency_problems(index_dir, embeddings, catalog, 2, 4, failed=["s:4"]) == []
 
 
 def test_consistency_names_each_disagreement(tmp_path: Path) -> None:
     index_dir, embeddings, catalog = _consistent_setup(tmp_path)
 
-    problems = knn.consistency_problems(index_dir, embeddings, catalog, model_version=3, dimension=4)
+    problems = index_checks.consistency_problems(index_dir, embeddings, catalog, model_version=3, dimension=4)
 
     text = "\n".join(problems)
     assert "embeddings come from model version(s) [2], the champion is version 3" in text
@@ -207,7 +210,7 @@ def test_consistency_names_each_disagreement(tmp_path: Path) -> None:
     assert len(problems) == 4  # versions of embeddings, of both indexes, and the uncovered product
 
     newer_catalog = catalog[catalog["product_id"] != "s:2"]
-    problems = knn.consistency_problems(index_dir, embeddings, newer_catalog, 2, 4, failed=["s:4"])
+    problems = index_checks.consistency_problems(index_dir, embeddings, newer_catalog, 2, 4, failed=["s:4"])
     assert problems == [
         "1 embedded 'shirt' products are no longer in the catalog (or changed category): rematerialize "
         "catalog_embeddings and knn_index"

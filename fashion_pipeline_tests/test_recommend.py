@@ -45,7 +45,7 @@ def test_each_garment_gets_the_products_of_its_own_category_best_first(serving_r
 def test_crops_of_one_photo_are_embedded_in_one_batch(serving_catalog):
     recommender = make_recommender(serving_catalog)
     recommender.recommend(garment_photo(TWO_GARMENTS))
-    assert recommender.embedder.batch_sizes == [2]
+    assert recommender.embedder.backbone.batch_sizes == [2]  # the champion behind the layout embedder
 
 
 def test_filters_keep_only_products_within_price_and_site(serving_recommender):

@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from fashion_pipeline.defs.resources import DataPathsResource, MlflowResource
-from fashion_pipeline.defs.retrieval import assets
+from fashion_pipeline.defs.retrieval import assets, evaluation, loading
 from fashion_pipeline.lib.common.paths import DataPaths
-from fashion_pipeline.lib.retrieval import embeddings, knn, retrieval_eval
+from fashion_pipeline.lib.retrieval import colour, embeddings, knn, retrieval_eval
 from fashion_pipeline_tests.fixtures_retrieval import HistogramEmbedder, RetrievalWorld, demo_shop_catalog
 
-RETRIEVAL_ASSETS = [assets.catalog_embeddings, assets.knn_index, assets.retrieval_evaluation]
+RETRIEVAL_ASSETS = [assets.catalog_embeddings, assets.knn_index, evaluation.retrieval_evaluation]
 
 
 @pytest.fixture
@@ -33,8 +33,8 @@ def fake_models(retrieval_world: RetrievalWorld, monkeypatch) -> dict:
         loaded["embedders"].append(embedder)
         return embedder
 
-    monkeypatch.setattr(assets, "_load_embedder", load_embedder)
-    monkeypatch.setattr(assets, "_load_detector", lambda model_dir: retrieval_world.detector())
+    monkeypatch.setattr(loading, "load_embedder", load_embedder)
+    monkeypatch.setattr(loading, "load_detector", lambda model_dir: retrieval_world.detector())
     return loaded
 
 
@@ -140,7 +140,7 @@ def test_evaluation_refuses_indexes_of_another_model_version(
     fake_models["version"] = 2
 
     with pytest.raises(ValueError, match="rematerialize catalog_embeddings and knn_index"):
-        _materialize(retrieval_world, [assets.retrieval_evaluation], tmp_path)
+        _materialize(retrieval_world, [evaluation.retrieval_evaluation], tmp_path)
 
 
 def test_real_classifier_embeds_the_catalog(retrieval_world: RetrievalWorld, tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_real_classifier_embeds_the_catalog(retrieval_world: RetrievalWorld, tmp
     )
     assert checks["index_matches_catalog_and_model"].passed
     matrix = embeddings.embedding_matrix(embeddings.read_embeddings(retrieval_world.paths.embeddings))
-    assert matrix.shape == (9, 576)
+    assert matrix.shape == (9, 576 + colour.DIMENSION)  # the embedding and the colour descriptor (default layout)
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
 
 

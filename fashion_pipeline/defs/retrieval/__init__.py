@@ -1,7 +1,11 @@
-"""The retrieval stage: catalog embeddings, per-category k-NN indexes and the retrieval evaluation."""
+"""The retrieval stage: the vector layout, catalog embeddings, per-category k-NN indexes and the evaluations."""
 
 import dagster as dg
 
-from fashion_pipeline.defs.retrieval.assets import catalog_embeddings, knn_index, retrieval_evaluation
+from fashion_pipeline.defs.retrieval.assets import catalog_embeddings, knn_index
+from fashion_pipeline.defs.retrieval.evaluation import retrieval_evaluation
+from fashion_pipeline.defs.retrieval.real_catalog import real_retrieval_evaluation, retrieval_projection
 
-defs = dg.Definitions(assets=[catalog_embeddings, knn_index, retrieval_evaluation])
+defs = dg.Definitions(
+    assets=[retrieval_projection, catalog_embeddings, knn_index, retrieval_evaluation, real_retrieval_evaluation]
+)

@@ -1,8 +1,6 @@
-"""Catalog embeddings -> one k-NN index per category -> retrieval evaluation (DeepFashion2 and the demo shop)."""
+"""Catalog embeddings -> one k-NN index per category (the evaluations are in evaluation.py and real_catalog.py)."""
 
-import json
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import dagster as dg
 import numpy as np
@@ -10,40 +8,15 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
-from fashion_pipeline.defs.resources import DataPathsResource, MlflowResource
+from fashion_pipeline.defs.resources import DataPathsResource
+from fashion_pipeline.defs.retrieval import loading
 from fashion_pipeline.lib.catalog.catalog import absolute_image_paths
-from fashion_pipeline.lib.common.atomic import atomic_dir, write_json
-from fashion_pipeline.lib.retrieval import embeddings, knn, retrieval_eval, retrieval_metrics
-from fashion_pipeline.lib.training import tracking
+from fashion_pipeline.lib.common.atomic import atomic_dir
+from fashion_pipeline.lib.retrieval import embeddings, index_checks, knn, layout_store
+from fashion_pipeline.lib.retrieval.layout import DEFAULT_COLOUR_WEIGHT, RetrievalEmbedder
 
 GROUP = "retrieval"
 UNIT_NORM_TOLERANCE = 1e-3
-EVALUATION_FILE = "retrieval.json"
-
-
-def _load_embedder(model_dir: Path) -> Any:
-    from fashion_pipeline.lib.training.embedder import load_embedder
-
-    return load_embedder(model_dir)
-
-
-def _load_detector(model_dir: Path) -> Any:
-    from fashion_pipeline.lib.training.detector import load_detector
-
-    return load_detector(model_dir)
-
-
-def _champion_metadata(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / "metadata.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: materialize the garment_classifier asset")
-    return json.loads(path.read_text())
-
-
-def _read_products(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: materialize the product_catalog asset")
-    return pd.read_parquet(path)
 
 
 def _failures_md(failed: dict[str, str], limit: int = 20) -> str:
@@ -59,6 +32,10 @@ def _failures_md(failed: dict[str, str], limit: int = 20) -> str:
 
 class EmbeddingConfig(dg.Config):
     batch_size: int = Field(default=64, description="Images per forward pass of the embedding model.")
+    colour_weight: float = Field(
+        default=DEFAULT_COLOUR_WEIGHT,
+        description="Share of the cosine given to the colour descriptor when retrieval_projection chose no layout.",
+    )
 
 
 def _embedding_checks(
@@ -114,7 +91,7 @@ def _embedding_checks(
 @dg.asset(
     group_name=GROUP,
     kinds={"tensorflow", "parquet"},
-    deps=[dg.AssetKey("product_catalog"), dg.AssetKey("garment_classifier")],
+    deps=[dg.AssetKey("product_catalog"), dg.AssetKey("garment_classifier"), dg.AssetKey("retrieval_projection")],
     # Follows every recrawl and every new champion (the catalog stage's automation sensor evaluates it).
     automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
@@ -162,8 +139,10 @@ def catalog_embeddings(
 ) -> dg.MaterializeResult:
     """Each catalog product's image embedded by the champion classifier; only new or changed images recomputed."""
     data = paths.get()
-    catalog = _read_products(data.products)
-    embedder = _load_embedder(data.classifier_dir)
+    catalog = loading.read_products(data.products)
+    backbone = loading.load_embedder(data.classifier_dir)
+    stored = layout_store.catalog_layout(data.projection_dir, backbone, config.colour_weight)
+    embedder = RetrievalEmbedder(backbone, stored.layout, stored.projection)
     previous = None
     if data.embeddings.is_file():
         try:
@@ -173,7 +152,7 @@ def catalog_embeddings(
     # Catalog rows keep image paths relative to the data root.
     on_disk = absolute_image_paths(catalog, data.root)
     table, stats = embeddings.embed_catalog(on_disk, embedder, previous, batch_size=config.batch_size)
-    embeddings.write_embeddings(table, data.embeddings, embedder.embedding_dim, failed=stats.failed)
+    embeddings.write_embeddings(table, data.embeddings, embedder.embedding_dim, stats.failed, embedder.layout)
     if stats.full_rebuild_reason:
         context.log.info(stats.full_rebuild_reason)
     return dg.MaterializeResult(
@@ -183,6 +162,8 @@ def catalog_embeddings(
             "reused": stats.reused,
             "failed_images": len(stats.failed),
             "model_version": int(embedder.version),
+            "layout": f"{embedder.layout.layout_id}: {embedder.layout.describe()}",
+            "layout_chosen_by": stored.note,
             "path": dg.MetadataValue.path(str(data.embeddings)),
         },
         check_results=_embedding_checks(table, catalog, stats, int(embedder.embedding_dim), int(embedder.version)),
@@ -226,7 +207,7 @@ def knn_index(config: IndexConfig, paths: DataPathsResource) -> dg.MaterializeRe
     """One cosine k-NN index per category over the catalog embeddings, stamped with the model version."""
     data = paths.get()
     table = embeddings.read_embeddings(data.embeddings)
-    champion = _champion_metadata(data.classifier_dir)
+    champion = loading.champion_metadata(data.classifier_dir)
     categorised = table[table["category"].notna()]
     manifests = []
     problems: list[str] = []
@@ -244,14 +225,16 @@ def knn_index(config: IndexConfig, paths: DataPathsResource) -> dg.MaterializeRe
                         model_version=int(group["model_version"].max()),
                         backend=config.backend,
                         nprobe=config.nprobe,
+                        layout=table.attrs["layout"],
                     )
                 )
+            layout_store.copy_projection(data.projection_dir, table.attrs["layout"], tmp)
             # Checked before the swap: indexes that disagree with the catalog or the champion never replace
             # the ones the app is serving.
-            problems = knn.consistency_problems(
+            problems = index_checks.consistency_problems(
                 tmp,
                 table,
-                _read_products(data.products),
+                loading.read_products(data.products),
                 model_version=int(champion["registered_version"]),
                 dimension=int(champion["embedding_dim"]),
                 failed=list(table.attrs.get("failed", {})),
@@ -269,6 +252,7 @@ def knn_index(config: IndexConfig, paths: DataPathsResource) -> dg.MaterializeRe
                 "| category | products | backend | model version |\n|---|---|---|---|\n" + by_category
             ),
             "model_version": int(champion["registered_version"]),
+            "layout": f"{table.attrs['layout'].layout_id}: {table.attrs['layout'].describe()}",
             "path": dg.MetadataValue.path(str(data.index_dir)),
         },
         check_results=[
@@ -281,140 +265,6 @@ def knn_index(config: IndexConfig, paths: DataPathsResource) -> dg.MaterializeRe
                     else "indexes, embeddings, catalog and champion agree"
                 ),
                 metadata={"problems": len(problems), "replaced_previous_index": not problems},
-            )
-        ],
-    )
-
-
-# --- retrieval_evaluation -----------------------------------------------------------------------------------
-
-
-class EvaluationConfig(dg.Config):
-    detection_conf: float = Field(default=0.25, description="Detector score threshold, as the app uses.")
-    warn_below_consumer_top20: float = Field(
-        default=0.3, description="The check warns when consumer-to-shop top-20 (detected boxes) is below this."
-    )
-    warn_below_exact_top10: float = Field(
-        default=0.5, description="The check warns when demo-shop exact-product top-10 (detected) is below this."
-    )
-    batch_size: int = Field(default=64, description="Crops per forward pass of the embedding model.")
-
-
-def _metrics_md(report: retrieval_eval.RetrievalReport) -> str:
-    rows = []
-    for task, ks in (("c2s", retrieval_metrics.CONSUMER_TO_SHOP_KS), ("exact", retrieval_eval.EXACT_PRODUCT_KS)):
-        for boxes in ("gt", "detected"):
-            values = [report.metrics.get(f"{task}_{boxes}_top{k}") for k in retrieval_metrics.CONSUMER_TO_SHOP_KS]
-            if all(v is None for v in values):
-                continue
-            cells = [f"{v:.3f}" if v is not None else "" for v in values]
-            chance = report.chance.get(f"{task}_{boxes}_top{max(ks)}")
-            name = {"c2s": "consumer-to-shop", "exact": "exact product (demo shop)"}[task]
-            rows.append(
-                f"| {name} | {boxes} | " + " | ".join(cells) + f" | {'' if chance is None else f'{chance:.3f}'} |"
-            )
-    header = "| task | boxes | top-1 | top-5 | top-10 | top-20 | random ranking at the last k |\n|---|---|---|---|---|---|---|"
-    return header + "\n" + "\n".join(rows)
-
-
-@dg.asset(
-    group_name=GROUP,
-    kinds={"mlflow"},
-    deps=[
-        knn_index,
-        dg.AssetKey("garment_items"),
-        dg.AssetKey("garment_detector"),
-        dg.AssetKey("garment_classifier"),
-        dg.AssetKey("product_catalog"),
-    ],
-    check_specs=[
-        dg.AssetCheckSpec(
-            "retrieval_quality",
-            asset="retrieval_evaluation",
-            description=(
-                "Warns when top-k accuracy falls below the thresholds set in the asset's config: the models "
-                "still serve, but shoppers get worse matches. Compare the run with earlier ones in MLflow and "
-                "retrain (more data, pretrained weights) before lowering a threshold."
-            ),
-        )
-    ],
-)
-def retrieval_evaluation(
-    config: EvaluationConfig, paths: DataPathsResource, mlflow: MlflowResource
-) -> dg.MaterializeResult:
-    """Consumer-to-shop top-k on DeepFashion2 validation pairs and exact-product top-k on the demo shop."""
-    data = paths.get()
-    if not data.garment_items.is_file():
-        raise FileNotFoundError(f"{data.garment_items} does not exist: materialize the garment_items asset")
-    items = pd.read_parquet(data.garment_items)
-    embedder = _load_embedder(data.classifier_dir)
-    detector = _load_detector(data.detector_dir)
-    indexes = knn.load_indexes(data.index_dir)
-    stale = {c: i.manifest.model_version for c, i in indexes.items() if i.manifest.model_version != embedder.version}
-    if stale:
-        raise ValueError(
-            f"indexes {stale} were built by another model version than the champion's {embedder.version}: "
-            "rematerialize catalog_embeddings and knn_index"
-        )
-    report = retrieval_eval.evaluate_retrieval(
-        items,
-        embedder.embed,
-        detector,
-        products=_read_products(data.products),
-        indexes=indexes,
-        detection_conf=config.detection_conf,
-        batch_size=config.batch_size,
-    )
-    params = {
-        "embedding_model_version": int(embedder.version),
-        "detector_model_version": int(getattr(detector, "version", 0)),
-        "detection_conf": config.detection_conf,
-        "protocol": "deepfashion2-consumer-to-shop; exact-product demo_shop",
-    }
-    result = {"params": params, **report.to_json()}
-    write_json(result, data.evaluation_dir / EVALUATION_FILE)
-    target = tracking.TrackingTarget(mlflow.tracking_uri, mlflow.experiment_name)
-    with tracking.training_run(target, run_name="retrieval-evaluation", tags={"stage": "retrieval"}) as run:
-        import mlflow as mlflow_lib
-
-        mlflow_lib.log_params(params)
-        mlflow_lib.log_metrics(
-            {
-                **report.metrics,
-                **{f"chance_{name}": value for name, value in report.chance.items()},
-                **{f"count_{name}": float(value) for name, value in report.counts.items()},
-            }
-        )
-        mlflow_lib.log_dict(result, EVALUATION_FILE)
-        run_url = target.run_url(run.info.experiment_id, run.info.run_id)
-
-    c2s = report.metrics.get("c2s_detected_top20", 0.0)
-    exact = report.metrics.get("exact_detected_top10")
-    low = []
-    if c2s < config.warn_below_consumer_top20:
-        low.append(f"consumer-to-shop top-20 (detected) {c2s:.3f} < {config.warn_below_consumer_top20}")
-    if exact is not None and exact < config.warn_below_exact_top10:
-        low.append(f"exact-product top-10 (detected) {exact:.3f} < {config.warn_below_exact_top10}")
-    if exact is None:
-        low.append("no demo-shop product matches a validation user photo: exact-product top-k not measured")
-    return dg.MaterializeResult(
-        metadata={
-            "metrics": dg.MetadataValue.md(_metrics_md(report)),
-            "counts": dg.MetadataValue.json(report.counts),
-            "c2s_detected_top20": round(c2s, 4),
-            "mlflow_run": dg.MetadataValue.url(run_url),
-            "path": dg.MetadataValue.path(str(data.evaluation_dir / EVALUATION_FILE)),
-        },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name="retrieval_quality",
-                passed=not low,
-                severity=dg.AssetCheckSeverity.WARN,
-                description="; ".join(low) if low else "top-k accuracy at or above the thresholds",
-                metadata={
-                    "c2s_detected_top20": round(c2s, 4),
-                    "exact_detected_top10": round(exact, 4) if exact is not None else -1.0,
-                },
             )
         ],
     )

@@ -123,3 +123,13 @@ class DataPaths:
     @property
     def evaluation_dir(self) -> Path:
         return self.root / "evaluation"
+
+    @property
+    def projection_dir(self) -> Path:
+        """retrieval_projection: the vector layout, its fitted projection and the choice behind them."""
+        return self.root / "retrieval" / "projection"
+
+    @property
+    def labelled_catalog_features(self) -> Path:
+        """The labelled catalog's features, cached for retrieval_projection and real_retrieval_evaluation."""
+        return self.root / "retrieval" / "labelled_catalog_features.npz"

@@ -1,7 +1,10 @@
-"""Catalog embeddings: each product's image through the champion classifier's embedding, incrementally.
+"""Catalog embeddings: each product's image made into a retrieval vector, incrementally.
 
-A product is embedded again only when its image bytes changed (SHA-256 of the file) or the embedding model
-changed (version or dimension); every other row is carried over from the previous table. Products whose
+The vector is `RetrievalEmbedder.embed` (lib/retrieval/layout.py): the champion classifier's embedding
+joined with a colour descriptor as the vector layout says; the layout is recorded in the file's metadata and
+as `layout_id` on every row. A product is embedded again only when its image bytes changed (SHA-256 of the
+file), the embedding model changed (version or dimension) or the layout changed; every other row is carried
+over from the previous table. Products whose
 image is missing or unreadable get no row and are returned in `EmbedStats.failed` with the reason, so the
 caller reports them (they are retried on the next run).
 
@@ -26,13 +29,15 @@ from PIL import Image
 
 from fashion_pipeline.lib.common.atomic import atomic_path
 from fashion_pipeline.lib.common.images import ImageError, load_image
+from fashion_pipeline.lib.retrieval.layout import VectorLayout, legacy_layout, read_layout
 
-EMBEDDING_COLUMNS = ["product_id", "category", "model_version", "embedding", "image_sha256"]
+EMBEDDING_COLUMNS = ["product_id", "category", "model_version", "embedding", "image_sha256", "layout_id"]
 _METADATA_KEY = "fashion_pipeline"
 
 
 class Embedder(Protocol):
-    """What `embed_catalog` needs of `fashion_pipeline.lib.training.embedder.load_embedder(...)`."""
+    """What `embed_catalog` needs: a `layout.RetrievalEmbedder` (which also has `layout`), or a bare embedder
+    such as `lib.training.embedder.GarmentEmbedder`, whose vectors are the embedding-only layout."""
 
     version: int
     embedding_dim: int
@@ -63,8 +68,13 @@ def _read_image_bytes(image_path: object) -> bytes:
     return path.read_bytes()
 
 
+def layout_of(embedder: Embedder) -> VectorLayout:
+    """The layout of the vectors `embedder.embed` returns."""
+    return getattr(embedder, "layout", None) or legacy_layout(int(embedder.embedding_dim))
+
+
 def _reusable(previous: pd.DataFrame | None, embedder: Embedder) -> tuple[dict[str, tuple], str | None]:
-    """product_id -> (sha256, embedding) of previous rows made by this model; and why none, if none."""
+    """product_id -> (sha256, embedding) of previous rows made by this model and layout; and why none, if none."""
     if previous is None or previous.empty:
         return {}, None
     versions = sorted({int(v) for v in previous["model_version"]})
@@ -75,6 +85,13 @@ def _reusable(previous: pd.DataFrame | None, embedder: Embedder) -> tuple[dict[s
             f"now version {embedder.version} with dimension {embedder.embedding_dim}"
         )
         return {}, reason
+    layouts = sorted(set(previous["layout_id"].astype(str)))
+    layout = layout_of(embedder)
+    if layouts != [layout.layout_id]:
+        return (
+            {},
+            f"vector layout changed: previous rows made with {layouts}, now {layout.layout_id} ({layout.describe()})",
+        )
     return {
         str(row.product_id): (row.image_sha256, row.embedding)
         for row in previous[["product_id", "image_sha256", "embedding"]].itertuples(index=False)
@@ -154,9 +171,11 @@ def embed_catalog(
             "model_version": np.full(len(ids), int(embedder.version), dtype=np.int64),
             "embedding": [embeddings[p] for p in ids],
             "image_sha256": [hashes[p] for p in ids],
+            "layout_id": layout_of(embedder).layout_id,
         },
         columns=EMBEDDING_COLUMNS,
     )
+    table.attrs["layout"] = layout_of(embedder)
     return table, stats
 
 
@@ -167,15 +186,28 @@ def embedding_matrix(table: pd.DataFrame) -> np.ndarray:
     return np.ascontiguousarray(np.stack(table["embedding"].to_numpy()), dtype=np.float32)
 
 
-def write_embeddings(table: pd.DataFrame, target: Path, dimension: int, failed: dict[str, str] | None = None) -> Path:
+def write_embeddings(
+    table: pd.DataFrame,
+    target: Path,
+    dimension: int,
+    failed: dict[str, str] | None = None,
+    layout: VectorLayout | None = None,
+) -> Path:
     """Atomically write the table with `embedding` as fixed_size_list<float32>[dimension].
 
-    `failed` (product_id -> reason) travels in the file's metadata, so a reader (the knn_index check) can
-    tell a product that could not be embedded from one the table has not caught up with.
+    `failed` (product_id -> reason) and the vector `layout` (default: `table.attrs["layout"]`, else the
+    embedding alone) travel in the file's metadata, so a reader (the knn_index check) can tell a product that
+    could not be embedded from one the table has not caught up with, and knows how the vectors were made.
     """
     matrix = embedding_matrix(table) if len(table) else np.zeros((0, dimension), dtype=np.float32)
     if matrix.shape[1] != dimension:
         raise ValueError(f"embeddings have dimension {matrix.shape[1]}, expected {dimension}")
+    layout = layout or table.attrs.get("layout") or legacy_layout(dimension)
+    if layout.dimension != dimension:
+        raise ValueError(f"the layout {layout.layout_id} makes {layout.dimension}-d vectors, the table has {dimension}")
+    wrong = sorted(set(table["layout_id"].astype(str)) - {layout.layout_id}) if "layout_id" in table else []
+    if wrong:
+        raise ValueError(f"rows made with layout(s) {wrong} cannot be written as layout {layout.layout_id}")
     arrow = pa.table(
         {
             "product_id": pa.array(table["product_id"].astype(str).tolist(), pa.string()),
@@ -183,11 +215,11 @@ def write_embeddings(table: pd.DataFrame, target: Path, dimension: int, failed: 
             "model_version": pa.array(table["model_version"].astype("int64").tolist(), pa.int64()),
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), pa.float32()), dimension),
             "image_sha256": pa.array(table["image_sha256"].astype(str).tolist(), pa.string()),
+            "layout_id": pa.array([layout.layout_id] * len(table), pa.string()),
         }
     )
-    arrow = arrow.replace_schema_metadata(
-        {_METADATA_KEY: json.dumps({"dimension": dimension, "failed": dict(failed or {})})}
-    )
+    metadata = {"dimension": dimension, "failed": dict(failed or {}), "layout": layout.to_json()}
+    arrow = arrow.replace_schema_metadata({_METADATA_KEY: json.dumps(metadata)})
     with atomic_path(Path(target)) as tmp:
         pq.write_table(arrow, tmp)
     return Path(target)
@@ -196,7 +228,8 @@ def write_embeddings(table: pd.DataFrame, target: Path, dimension: int, failed: 
 def read_embeddings(path: Path) -> pd.DataFrame:
     """The table written by `write_embeddings`; `embedding` cells are float32 arrays.
 
-    `table.attrs["failed"]` holds the products that could not be embedded (product_id -> reason).
+    `table.attrs["failed"]` holds the products that could not be embedded (product_id -> reason) and
+    `table.attrs["layout"]` the `VectorLayout` of the vectors.
     """
     path = Path(path)
     if not path.is_file():
@@ -217,4 +250,5 @@ def read_embeddings(path: Path) -> pd.DataFrame:
     table = table[EMBEDDING_COLUMNS]
     extra = json.loads((arrow.schema.metadata or {}).get(_METADATA_KEY.encode(), b"{}"))
     table.attrs["failed"] = dict(extra.get("failed", {}))
+    table.attrs["layout"] = read_layout(extra.get("layout"), int(dimension or extra.get("dimension", 0) or 1))
     return table

@@ -11,7 +11,9 @@ Two backends behind one `CategoryIndex.search`:
   `faiss.write_index`. Chosen automatically from `APPROXIMATE_MIN_COUNT` vectors on (see
   benchmarks/bench_knn.py for the measurements behind the threshold and `nprobe`).
 
-Row positions returned by `search` index into `CategoryIndex.product_ids`.
+Row positions returned by `search` index into `CategoryIndex.product_ids`. Each manifest records the vector
+layout (lib/retrieval/layout.py) its vectors were made with; `build_index` refuses vectors of another
+dimension than the layout's, and `load_indexes` refuses a set of indexes made with different layouts.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pandas as pd
 
 from fashion_pipeline.lib.common.atomic import atomic_dir, write_json, write_parquet
 from fashion_pipeline.lib.common.frameworks import DEFAULT_THREADS
+from fashion_pipeline.lib.retrieval.layout import VectorLayout, legacy_layout, read_layout
 
 MANIFEST_FILE = "manifest.json"
 PRODUCT_IDS_FILE = "product_ids.parquet"
@@ -60,6 +63,12 @@ class IndexManifest:
     backend: str = "exact"
     # Backend settings, e.g. {"nlist": 1000, "nprobe": 16} for faiss-ivf; empty for exact.
     params: dict[str, Any] = field(default_factory=dict)
+    # VectorLayout.to_json() of the vectors; None in manifests written before layouts (the embedding alone).
+    layout: dict[str, Any] | None = None
+
+    @property
+    def vector_layout(self) -> VectorLayout:
+        return read_layout(self.layout, self.dimension)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +86,7 @@ class IndexManifest:
             metric=str(raw["metric"]),
             backend=str(raw["backend"]),
             params=dict(raw.get("params") or {}),
+            layout=raw.get("layout"),
         )
 
 
@@ -166,9 +176,20 @@ def build_index(
     model_version: int,
     backend: str = "auto",
     nprobe: int = DEFAULT_NPROBE,
+    layout: VectorLayout | None = None,
 ) -> IndexManifest:
-    """Build one category's index into `out_dir` (replaced atomically) and return its manifest."""
+    """Build one category's index into `out_dir` (replaced atomically) and return its manifest.
+
+    `layout` says how the vectors were made (default: the classifier's embedding alone); it is recorded in
+    the manifest, and vectors of another dimension are refused.
+    """
     unit, ids = _validate(vectors, product_ids)
+    layout = layout or legacy_layout(unit.shape[1])
+    if unit.shape[1] != layout.dimension:
+        raise KnnIndexError(
+            f"vectors have dimension {unit.shape[1]} but the layout {layout.layout_id} ({layout.describe()}) has "
+            f"{layout.dimension}: rematerialize catalog_embeddings"
+        )
     if backend == "auto":
         backend = choose_backend(unit.shape[0])
     if backend not in BACKENDS:
@@ -191,6 +212,7 @@ def build_index(
             metric=METRIC,
             backend=backend,
             params=params,
+            layout=layout.to_json(),
         )
         write_json(manifest.to_json(), tmp / MANIFEST_FILE)
     return manifest
@@ -207,6 +229,10 @@ class CategoryIndex:
 
     def __len__(self) -> int:
         return self.manifest.count
+
+    @property
+    def layout(self) -> VectorLayout:
+        return self.manifest.vector_layout
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if k < 1:
@@ -269,6 +295,11 @@ def load_index(directory: Path, engine: str = "numpy", nprobe: int | None = None
         shape = (searcher.ntotal, searcher.d)
     else:
         raise KnnIndexError(f"{directory}: unknown backend {manifest.backend!r} in {MANIFEST_FILE}")
+    if manifest.vector_layout.dimension != manifest.dimension:
+        raise KnnIndexError(
+            f"{directory}: the manifest's layout makes {manifest.vector_layout.dimension}-d vectors but the index "
+            f"holds {manifest.dimension}-d ones; rematerialize knn_index"
+        )
     if shape != (manifest.count, manifest.dimension) or len(product_ids) != manifest.count:
         raise KnnIndexError(
             f"{directory}: files disagree with {MANIFEST_FILE}: index holds {shape}, {len(product_ids)} ids, "
@@ -278,7 +309,10 @@ def load_index(directory: Path, engine: str = "numpy", nprobe: int | None = None
 
 
 def load_indexes(index_dir: Path, engine: str = "numpy") -> dict[str, CategoryIndex]:
-    """Every category index under `index_dir` (one subfolder with a manifest.json each), by category."""
+    """Every category index under `index_dir` (one subfolder with a manifest.json each), by category.
+
+    Refuses indexes made with different vector layouts: one query vector must fit them all.
+    """
     index_dir = Path(index_dir)
     if not index_dir.is_dir():
         raise FileNotFoundError(f"{index_dir} does not exist: materialize the knn_index asset")
@@ -287,6 +321,12 @@ def load_indexes(index_dir: Path, engine: str = "numpy") -> dict[str, CategoryIn
         if child.is_dir() and not child.name.startswith(".") and (child / MANIFEST_FILE).is_file():
             index = load_index(child, engine=engine)
             indexes[index.manifest.category] = index
+    layouts = {category: index.layout.layout_id for category, index in indexes.items()}
+    if len(set(layouts.values())) > 1:
+        raise KnnIndexError(
+            f"the indexes under {index_dir} were built with different vector layouts {layouts}: "
+            "rematerialize catalog_embeddings and knn_index"
+        )
     return indexes
 
 
@@ -309,83 +349,3 @@ def clustered_unit_vectors(
         noise = rng.standard_normal((stop - start, dim), dtype=np.float32) * np.float32(spread / np.sqrt(dim))
         out[start:stop] = normalize_rows(centre_vectors[assignment] + noise)
     return out
-
-
-def consistency_problems(
-    index_dir: Path,
-    embeddings: pd.DataFrame,
-    catalog: pd.DataFrame,
-    model_version: int,
-    dimension: int,
-    failed: Sequence[str] = (),
-) -> list[str]:
-    """Every way the indexes under `index_dir`, the embeddings table, the catalog and the champion model
-    (`model_version`, `dimension`) disagree, as sentences naming what to rematerialize; [] when they agree.
-
-    `failed`: catalog products that could not be embedded (unreadable image): expected to be missing.
-    """
-    problems: list[str] = []
-    index_dir = Path(index_dir)
-    versions = sorted({int(v) for v in embeddings["model_version"]})
-    if versions and versions != [int(model_version)]:
-        problems.append(
-            f"embeddings come from model version(s) {versions}, the champion is version {model_version}: "
-            "rematerialize catalog_embeddings"
-        )
-    categorised = embeddings[embeddings["category"].notna()]
-    expected = {str(c): set(g["product_id"].astype(str)) for c, g in categorised.groupby("category")}
-    found: dict[str, IndexManifest] = {}
-    if index_dir.is_dir():
-        for child in sorted(index_dir.iterdir()):
-            if child.is_dir() and not child.name.startswith("."):
-                try:
-                    found[child.name] = read_manifest(child)
-                except (FileNotFoundError, KnnIndexError, json.JSONDecodeError) as exc:
-                    problems.append(f"{child}: unreadable index ({exc}): rematerialize knn_index")
-    for category in sorted(set(expected) - set(found)):
-        problems.append(f"no index for category {category!r} ({len(expected[category])} products)")
-    for category, manifest in found.items():
-        where = f"index {category!r}"
-        if category not in expected:
-            problems.append(f"{where} has no products in the embeddings table: rematerialize knn_index")
-            continue
-        if manifest.category != category:
-            problems.append(f"{where}: manifest names category {manifest.category!r}")
-        if manifest.model_version != int(model_version):
-            problems.append(
-                f"{where} was built from model version {manifest.model_version}, the champion is version "
-                f"{model_version}: rematerialize catalog_embeddings and knn_index"
-            )
-        if manifest.dimension != int(dimension):
-            problems.append(f"{where} has dimension {manifest.dimension}, the champion model {dimension}")
-        if manifest.metric != METRIC:
-            problems.append(f"{where} uses metric {manifest.metric!r}, not {METRIC!r}")
-        ids_path = index_dir / category / PRODUCT_IDS_FILE
-        indexed = set(pd.read_parquet(ids_path)["product_id"].astype(str)) if ids_path.is_file() else set()
-        if len(indexed) != manifest.count:
-            problems.append(f"{where}: {len(indexed)} product ids but the manifest says {manifest.count}")
-        if indexed != expected[category]:
-            problems.append(
-                f"{where} differs from the embeddings: {len(expected[category] - indexed)} products missing, "
-                f"{len(indexed - expected[category])} extra: rematerialize knn_index"
-            )
-    failed_ids = set(map(str, failed))
-    catalog_ids = {
-        str(c): set(g["product_id"].astype(str)) for c, g in catalog[catalog["category"].notna()].groupby("category")
-    }
-    for category in sorted(set(catalog_ids) | set(expected)):
-        in_catalog = catalog_ids.get(category, set())
-        embedded = expected.get(category, set())
-        not_covered = in_catalog - embedded - failed_ids
-        gone = embedded - in_catalog
-        if not_covered:
-            problems.append(
-                f"the catalog has {len(not_covered)} {category!r} products that are neither embedded nor "
-                "known to have failed: rematerialize catalog_embeddings and knn_index"
-            )
-        if gone:
-            problems.append(
-                f"{len(gone)} embedded {category!r} products are no longer in the catalog (or changed "
-                "category): rematerialize catalog_embeddings and knn_index"
-            )
-    return problems

@@ -52,6 +52,9 @@ class Recommendation:
     url: str
     image_url: str | None
     score: float  # cosine similarity of the garment crop and the product image, 1 is identical
+    # The shop's colour folded into a family (lib/retrieval/colour.py), None when the shop states none.
+    colour_family: str | None = None
+    why: str = ""  # a few words on the match: the category searched, and the colour family when it is shared
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class Garment:
     score: float  # detector confidence; 0 for the whole photo searched under a chosen category
     recommendations: list[Recommendation]
     crop: str | None = None  # data:image/jpeg;base64,... when the query asked for crops
+    # The colour family holding at least half of the crop's garment pixels; None when no family does.
+    colour_family: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class RecommendAnswer:
                 "box": garment.box,
                 "category": garment.category,
                 "score": garment.score,
+                "colour_family": garment.colour_family,
                 "recommendations": [vars(r).copy() for r in garment.recommendations],
             }
             if garment.crop is not None:
@@ -87,3 +93,19 @@ class RecommendAnswer:
             "message": self.message,
             "image": {"width": self.image_size[0], "height": self.image_size[1]},
         }
+
+
+def explain(category: str, searched_as: str, photo_family: str | None, product: Recommendation) -> str:
+    """The `why` of one recommendation: only what is known, never a certainty the system does not have.
+
+    `searched_as` is "detected", "chosen" or "whole photo". The colour family is named only when the crop's
+    dominant colour (from its pixels) and the shop's stated colour fall in the same family.
+    """
+    reason = {
+        "detected": f"{category}, the category detected in your photo",
+        "chosen": f"{category}, the category you chose",
+        "whole photo": f"{category}, searched with the whole photo",
+    }[searched_as]
+    if photo_family is not None and product.colour_family == photo_family:
+        reason += f"; same colour family as your photo ({photo_family})"
+    return reason

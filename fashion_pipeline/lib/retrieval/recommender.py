@@ -13,6 +13,7 @@ import io
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from fashion_pipeline.lib.common.categories import CATEGORIES
 from fashion_pipeline.lib.common.images import load_image
 from fashion_pipeline.lib.common.paths import DataPaths
 from fashion_pipeline.lib.deepfashion2.crops import CropSettings, crop_box
+from fashion_pipeline.lib.retrieval.colour import dominant_family
+from fashion_pipeline.lib.retrieval.layout import LayoutError, RetrievalEmbedder, legacy_layout
 from fashion_pipeline.lib.retrieval.query import (
     DEFAULT_K,
     MAX_K,
@@ -34,6 +37,7 @@ from fashion_pipeline.lib.retrieval.query import (
     RecommendAnswer,
     Recommendation,
     RecommenderError,
+    explain,
 )
 from fashion_pipeline.lib.retrieval.recommender_components import (
     CategoryCatalog,
@@ -68,6 +72,7 @@ class Recommender:
         embeddings_versions: set[int] | None = None,
         detection_confidence: float = 0.25,
     ) -> None:
+        embedder = _layout_embedder(embedder, indexes)
         check_index_versions(indexes, embedder, embeddings_versions)
         self.detector = detector
         self.embedder = embedder
@@ -91,14 +96,17 @@ class Recommender:
         products = read_products(paths.products)
         # Imported here: they pull in ONNX Runtime and TensorFlow, which the CLI must not load to show --help.
         from fashion_pipeline.lib.retrieval.knn import KnnIndexError, load_indexes
+        from fashion_pipeline.lib.retrieval.layout_store import index_embedder
+        from fashion_pipeline.lib.retrieval.projection import ProjectionError
         from fashion_pipeline.lib.training.detector import load_detector
         from fashion_pipeline.lib.training.embedder import load_embedder
 
         try:
             detector = load_detector(paths.detector_dir)
-            embedder = load_embedder(paths.classifier_dir)
             indexes = load_indexes(paths.index_dir)
-        except (FileNotFoundError, KnnIndexError) as exc:
+            # The indexes' layout and projection make the query vectors, exactly as catalog_embeddings made theirs.
+            embedder = index_embedder(load_embedder(paths.classifier_dir), _indexes_layout(indexes), paths.index_dir)
+        except (FileNotFoundError, KnnIndexError, LayoutError, ProjectionError) as exc:
             # Their messages name the file and the asset to materialize; the caller shows them as they are.
             raise RecommenderError(str(exc)) from exc
         embeddings_versions = None
@@ -241,18 +249,24 @@ class Recommender:
             return RecommendAnswer(detections=[], message=NO_GARMENT_MESSAGE, image_size=image.size)
 
         crops = [image.crop(pixels) for pixels in boxes]
-        embeddings = np.asarray(self.embedder.embed(crops), dtype=np.float32)  # (G, D), one batch per photo
-        results = self._search(embeddings, [category for _, category, _ in found], query)
-        garments = [
-            Garment(
-                box=box,
-                category=category,
-                score=score,
-                recommendations=recommendations,
-                crop=_data_url(crop) if query.include_crops else None,
+        embeddings, colours = self.embedder.embed_with_colours(crops)  # (G, D), one batch per photo
+        results = self._search(np.asarray(embeddings, np.float32), [category for _, category, _ in found], query)
+        searched_as = "whole photo" if message else ("chosen" if query.category else "detected")
+        garments = []
+        for (box, category, score), recommendations, crop, family in zip(
+            found, results, crops, dominant_family(colours), strict=True
+        ):
+            explained = [replace(r, why=explain(category, searched_as, family, r)) for r in recommendations]
+            garments.append(
+                Garment(
+                    box=box,
+                    category=category,
+                    score=score,
+                    recommendations=explained,
+                    crop=_data_url(crop) if query.include_crops else None,
+                    colour_family=family,
+                )
             )
-            for (box, category, score), recommendations, crop in zip(found, results, crops, strict=True)
-        ]
         if message is None and not any(g.recommendations for g in garments):
             message = (
                 "No product matches these filters; try a higher price or another site."
@@ -292,6 +306,43 @@ class Recommender:
             if fetch >= count or all(len(h) >= wanted for h in hits):
                 return hits
             fetch = min(count, fetch * 4)
+
+
+def _indexes_layout(indexes: Mapping[str, SearchIndex]) -> Any:
+    """The vector layout the indexes share (knn.load_indexes refuses mixed ones); the embedding alone for
+    indexes that record none."""
+    layouts = {}
+    for category, index in indexes.items():
+        layout = getattr(index, "layout", None) or legacy_layout(int(index.manifest.dimension))
+        layouts[layout.layout_id] = (category, layout)
+    if len(layouts) > 1:
+        raise RecommenderError(
+            f"the k-NN indexes were built with different vector layouts {sorted(layouts)}: rematerialize "
+            "catalog_embeddings and knn_index"
+        )
+    return next(iter(layouts.values()))[1]
+
+
+def _layout_embedder(embedder: Embedder, indexes: Mapping[str, SearchIndex]) -> RetrievalEmbedder:
+    """The embedder that makes query vectors of the indexes' layout; refuses one made for another layout."""
+    if not indexes:
+        raise RecommenderError("no k-NN index found: materialize the catalog_embeddings and knn_index assets")
+    layout = _indexes_layout(indexes)
+    if isinstance(embedder, RetrievalEmbedder):
+        if embedder.layout.layout_id != layout.layout_id:
+            raise RecommenderError(
+                f"the embedder makes vectors of layout {embedder.layout.layout_id}, the indexes hold layout "
+                f"{layout.layout_id}: rematerialize catalog_embeddings and knn_index"
+            )
+        return embedder
+    if layout.uses_projection:
+        raise RecommenderError(
+            f"the indexes' layout {layout.layout_id} needs its projection: use Recommender.from_paths"
+        )
+    try:
+        return RetrievalEmbedder(embedder, layout)
+    except LayoutError as exc:
+        raise RecommenderError(str(exc)) from exc
 
 
 def _data_url(crop: Image.Image) -> str:

@@ -17,11 +17,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fashion_pipeline.lib.retrieval.colour import colour_family
 from fashion_pipeline.lib.retrieval.query import Query, Recommendation, RecommenderError
 
 # The columns the answer needs from products.parquet (DESIGN.md catalog contract).
 PRODUCT_COLUMNS = ("product_id", "site", "name", "url", "image_url", "image_path", "price", "currency")
-PRODUCT_COLUMNS_OPTIONAL = ("price_usd", "category")
+PRODUCT_COLUMNS_OPTIONAL = ("price_usd", "category", "colour")
 
 
 # --- the components' interfaces -------------------------------------------------------------------------
@@ -92,6 +93,7 @@ class Products:
             url=str(column["url"][position]),
             image_url=text_or_none(column["image_url"][position]),
             score=round(float(score), 4),
+            colour_family=colour_family(column["colour"][position]),
         )
 
 
