@@ -113,7 +113,9 @@ def chromium(playwright, tmp_dir: Path) -> Iterator[Browser]:
         yield handle
     finally:
         handle.browser.close()
-    outside = [f"{method} {url}" for method, url in net_log_urls(net_log) if not is_loopback(url)]
+    started = net_log_urls(net_log)
+    print(f"chromium: {len(handle.log.requests)} page requests, {len(started)} requests in its network log")
+    outside = [f"{method} {url}" for method, url in started if not is_loopback(url)]
     assert handle.log.outside() == [], f"pages reached beyond 127.0.0.1: {handle.log.outside()}"
     assert outside == [], f"the browser reached beyond 127.0.0.1: {outside}"
 

@@ -242,6 +242,15 @@ def test_a_negative_price_gets_a_readable_message_and_no_request(app_page, app_s
     assert answer.status_code == 422
     assert answer.json() == {"error": "max_price must be a non-negative number of US dollars, got '-5'"}
 
+    # No product that cheap: said once, under the garment, not again in the status line.
+    app_page.fill("#max-price", "1")
+    app_page.locator("#max-price").dispatch_event("change")
+    app_page.locator("#results-empty").wait_for()
+    no_match = "No product matches these filters; try a higher price or another shop."
+    assert app_page.locator("#results-empty").text_content() == no_match
+    assert app_page.locator("body").inner_text().count("No product matches") == 1
+    assert app_page.locator(".product-card").count() == 0
+
     app_page.fill("#max-price", "100")
     app_page.locator("#max-price").dispatch_event("change")
     app_page.wait_for_function("() => !document.querySelector('#status').classList.contains('error')")
