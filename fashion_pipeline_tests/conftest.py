@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from fashion_pipeline_tests import network_guard
 
 _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="fashion-tests-"))
 
@@ -48,52 +49,36 @@ SHARED_REAL_DATA = SHARED / "data" / "real"
 SHARED_WEIGHTS = SHARED / "weights"
 
 # --- no connection leaves the machine -------------------------------------------------------------------
-# Every attempt to reach a non-loopback address is recorded and refused, so a test that would phone home
-# (a weights download, telemetry) fails loudly instead of hanging or passing by luck.
-NETWORK_ATTEMPTS: list[str] = []
-_real_connect = socket.socket.connect
-_real_connect_ex = socket.socket.connect_ex
+# Every attempt to reach a non-loopback address or to look up a name beyond this machine is refused and
+# recorded, here and in child Python processes (network_guard); `_no_network_attempts` fails the test that
+# made one, even when the code under test caught the refusal. Chromium is launched with resolver rules that
+# leave only 127.0.0.1 (LOOPBACK_CHROMIUM_ARGS; FASHION_CRAWL_LOOPBACK_ONLY for crawls, fixtures_catalog).
+network_guard.install()
+network_guard.guard_children(_SESSION_ROOT / "network_guard", _SESSION_ROOT / "network_attempts.log")
 
 
-def _is_local(address) -> bool:
-    if not isinstance(address, tuple):  # AF_UNIX paths
-        return True
-    host = address[0]
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def _guarded_connect(self, address):
-    if not _is_local(address):
-        NETWORK_ATTEMPTS.append(repr(address))
-        raise ConnectionRefusedError(f"tests are offline: refused connection to {address!r}")
-    return _real_connect(self, address)
-
-
-def _guarded_connect_ex(self, address):
-    if not _is_local(address):
-        NETWORK_ATTEMPTS.append(repr(address))
-        return 111  # ECONNREFUSED
-    return _real_connect_ex(self, address)
-
-
-socket.socket.connect = _guarded_connect
-socket.socket.connect_ex = _guarded_connect_ex
+@pytest.fixture(autouse=True)
+def _no_network_attempts() -> Iterator[None]:
+    earlier = network_guard.take()
+    if earlier:
+        pytest.fail(f"a fixture set up for this test tried to reach beyond loopback (refused): {earlier}")
+    yield
+    attempts = network_guard.take()
+    if attempts:
+        pytest.fail(
+            f"this test tried to reach beyond loopback (refused): {attempts}; a test about refusals takes them "
+            "with network_guard.recorded_attempts()"
+        )
 
 
 class _AttemptsSince:
-    def __init__(self) -> None:
-        self.start = len(NETWORK_ATTEMPTS)
-
     def __call__(self) -> list[str]:
-        return NETWORK_ATTEMPTS[self.start :]
+        return network_guard.peek()
 
 
 @pytest.fixture
 def network_attempts() -> _AttemptsSince:
-    """Call it at the end of a test: the non-loopback connections tried since the test began (all refused)."""
+    """Call it at the end of a test: the non-loopback connections and lookups tried since the test began."""
     return _AttemptsSince()
 
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +11,7 @@ import pytest
 import yaml
 
 from fashion_pipeline.lib.common.paths import DataPaths
+from fashion_pipeline_tests.network_guard import recorded_attempts
 
 # One epoch on a handful of small images: enough to exercise every step, not to learn anything. From random
 # initialisation, as the demo profile offline (test_training_pretrained covers pretrained="auto").
@@ -26,47 +23,6 @@ CLASSIFIER_TINY = {
     "batch_size": 16,
 }
 DETECTOR_TINY = {"pretrained": "none", "imgsz": 64, "epochs": 1, "batch": 8, "time_minutes": 0.0}
-
-
-def _loopback(host: Any) -> bool:
-    if host is None or host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-@contextmanager
-def recorded_network_attempts() -> Iterator[list[str]]:
-    """Record (and refuse) every connection or DNS lookup aimed beyond this machine while inside."""
-    attempts: list[str] = []
-    connect, connect_ex, getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
-
-    def guarded_connect(sock: socket.socket, address: Any) -> Any:
-        if isinstance(address, tuple) and not _loopback(address[0]):
-            attempts.append(f"connect {address!r}")
-            raise ConnectionRefusedError(f"training tests are offline: {address!r}")
-        return connect(sock, address)
-
-    def guarded_connect_ex(sock: socket.socket, address: Any) -> Any:
-        if isinstance(address, tuple) and not _loopback(address[0]):
-            attempts.append(f"connect_ex {address!r}")
-            return 111  # ECONNREFUSED
-        return connect_ex(sock, address)
-
-    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if not _loopback(host):
-            attempts.append(f"getaddrinfo {host!r}")
-            raise socket.gaierror(socket.EAI_NONAME, f"training tests are offline: {host!r}")
-        return getaddrinfo(host, *args, **kwargs)
-
-    socket.socket.connect, socket.socket.connect_ex = guarded_connect, guarded_connect_ex
-    socket.getaddrinfo = guarded_getaddrinfo
-    try:
-        yield attempts
-    finally:
-        socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
 
 
 def make_training_root(dataset: DataPaths, root: Path) -> DataPaths:
@@ -135,7 +91,7 @@ def trained_models(tiny_dataset: DataPaths, tmp_path_factory: pytest.TempPathFac
     base = tmp_path_factory.mktemp("training")
     paths = make_training_root(tiny_dataset, base / "data")
     tracking_uri = f"sqlite:///{base / 'mlruns' / 'mlflow.db'}"
-    with recorded_network_attempts() as attempts:
+    with recorded_attempts() as attempts:
         detector_result = materialize_training(
             paths, tracking_uri, "garment_detector", {**DETECTOR_TINY, "min_map50": 0.0}
         )

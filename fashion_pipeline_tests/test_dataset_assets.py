@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -62,7 +62,7 @@ def test_yolo_dataset_is_loadable(tiny_dataset: DataPaths) -> None:
 
 def test_a_broken_file_is_reported_and_the_check_warns(tmp_path: Path, tiny_dataset: DataPaths) -> None:
     root = tmp_path / "df2"
-    os.system(f"cp -r {tiny_dataset.deepfashion2_sample} {root}")
+    shutil.copytree(tiny_dataset.deepfashion2_sample, root)  # raises if the copy fails
     (root / "train" / "annos" / "999999.json").write_text("{broken")
     result = dg.materialize(
         [assets.deepfashion2_annotations],

@@ -24,9 +24,9 @@ from fashion_pipeline_tests.fixtures_training import (
     make_training_root,
     materialization_metadata,
     materialize_training,
-    recorded_network_attempts,
     run_id_of,
 )
+from fashion_pipeline_tests.network_guard import recorded_attempts
 
 V2_FILE = "mobilenet_v2_1.00_224_imagenet_no_top.weights.h5"
 V2_SHA256 = "d1a8dbb4a817a18c42e9136fff72b622bac0b4571dc224129e6a6b5cac188404"
@@ -125,7 +125,7 @@ def test_auto_gives_up_on_an_unreachable_network_instead_of_hanging(
     from fashion_pipeline.lib.training.detector_model import _framework_checkpoint
 
     monkeypatch.setattr(weights, "keras_cache_dir", lambda: tmp_path)  # nothing cached
-    with recorded_network_attempts() as attempts:
+    with recorded_attempts() as attempts:
         source = classifier_model.load_backbone(_small(architecture="mobilenet_v3_large"))[1]
         with pytest.raises(ConnectionError, match=r"Download failure for .*yolo11n\.pt"):
             _framework_checkpoint("yolo11n")
@@ -238,7 +238,7 @@ def trained_from_shared(
     for name in (V2_FILE, YOLO_FILE):
         (folder / name).symlink_to(shared_weights / name)
     tracking_uri = f"sqlite:///{base / 'mlruns' / 'mlflow.db'}"
-    with recorded_network_attempts() as attempts:
+    with recorded_attempts() as attempts:
         classifier = materialize_training(
             paths,
             tracking_uri,
