@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_IMAGE_PIXELS = 64_000_000
 # The formats people upload and shops serve; PIL's rarer decoders are not exposed to untrusted bytes.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")  # JPEG covers MPO (multi-picture JPEG)
+_FORMAT_NAMES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 
 
 class ImageError(ValueError):
@@ -44,7 +45,10 @@ def load_image(source: bytes | Path | str, max_pixels: int = MAX_IMAGE_PIXELS) -
             image = ImageOps.exif_transpose(image)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except UnidentifiedImageError as exc:
+        # PIL's own message names the in-memory buffer by its object address, which tells a user nothing.
+        raise ImageError(f"not a readable image: the file is not {_FORMAT_NAMES} data") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"not a readable image: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # Truncated or corrupt data surfaces as OSError ("image file is truncated") or SyntaxError.
