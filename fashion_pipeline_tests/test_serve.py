@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import http.client
 import json
 import os
@@ -309,6 +310,26 @@ def test_product_images_are_served_by_product_id_only(serving_server, serving_ca
         connection.close()
         assert response.status == 404
         assert body == {"error": f"no downloaded image for product {product_id!r}"}
+
+
+def test_images_are_served_only_from_the_catalog_image_folder(serving_catalog):
+    """A catalog row naming another file under the data root (the products table itself) is not served."""
+    products = serving_catalog.products.copy()
+    products.loc[0, "image_path"] = str(serving_catalog.paths.products)  # absolute, inside the data root
+    products.loc[1, "image_path"] = "../products.parquet"  # relative to the image folder, still inside the root
+    catalog = dataclasses.replace(serving_catalog, products=products)
+    transport = httpx.ASGITransport(app=create_app(make_recommender(catalog), ServeSettings()))
+
+    async def get(product_id: str) -> httpx.Response:
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get(f"/images/{quote(product_id, safe='')}")
+
+    for row in (0, 1):
+        product_id = products.loc[row, "product_id"]
+        response = asyncio.run(get(product_id))
+        assert response.status_code == 404
+        assert response.json() == {"error": f"no downloaded image for product {product_id!r}"}
+    assert asyncio.run(get(products.loc[2, "product_id"])).status_code == 200
 
 
 def test_the_page_and_its_assets_are_served(serving_server):

@@ -129,11 +129,15 @@ def create_app(recommender: Recommender, settings: ServeSettings | None = None) 
         health = {**recommender.health(), "max_upload_bytes": settings.max_upload_bytes}
         return {**health, "demo_shop": served_shop} if served_shop else health
 
+    images_dir = recommender.paths.catalog_images_dir.resolve() if recommender.paths else None
+
     @app.get("/images/{product_id:path}")
     async def product_image(product_id: str) -> Response:
         # The path comes from the catalog row of this product id, never from the request.
         path = recommender.product_image_path(product_id)
-        if path is None:
+        # Only the catalog's image folder is served: a row naming another file under the data root (the
+        # Parquet tables, a model) is refused as if it had no image.
+        if path is None or images_dir is None or not path.resolve().is_relative_to(images_dir):
             return _error(404, f"no downloaded image for product {product_id!r}")
         return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
 
