@@ -102,10 +102,10 @@ def test_a_real_sites_crawl_to_loopback_is_refused_without_a_single_request(tmp_
     assert refused.value.report.pages_failed == {"private address refused: 127.0.0.1": 1}
 
 
-def _validated(url: str, image_url: str = "https://www.amazon.in/img/1.jpg") -> ProductItem:
+def _validated(url: str, image_url: str = "https://www.amazon.in/img/1.jpg", name: str = "Dress") -> ProductItem:
     crawler = get_crawler(AmazonSpider)
     crawler.spider = AmazonSpider.from_crawler(crawler)
-    item = ProductItem(site="amazon", sku="B1", name="Dress", url=url, image_url=image_url, category="dress",
+    item = ProductItem(site="amazon", sku="B1", name=name, url=url, image_url=image_url, category="dress",
                        price_text="₹ 999", crawled_at="2025-01-01T00:00:00+00:00")  # fmt: skip
     return ValidationPipeline(crawler).process_item(item)
 
@@ -131,6 +131,18 @@ def test_a_tracking_redirect_on_the_shop_becomes_its_canonical_page():
     assert item.url == "https://www.amazon.in/dp/B1"
     with pytest.raises(ProductDropped, match="image link to another site"):
         _validated("https://www.amazon.in/dp/B1", image_url="https://images.evil.example/1.jpg")
+
+
+def test_control_characters_are_stripped_from_the_product_name():
+    """The CLI prints names raw: an escape sequence or a bidi override from a shop never reaches it."""
+    url = "https://www.amazon.in/dp/B1"
+    assert _validated(url, name="\x1b[2J\x1b[31mRed\tdress\x07\n  \u202eevil\x9b").name == "[2J [31mRed dress evil"
+    assert (
+        _validated(url, name="Caf\u00e9 \U0001f469\u200d\U0001f4bb top").name
+        == "Caf\u00e9 \U0001f469\u200d\U0001f4bb top"
+    )
+    with pytest.raises(ProductDropped, match="missing name"):
+        _validated(url, name="\x1b\x00\u202e")
 
 
 def test_size_caps_for_images_and_feeds(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator
 from io import BytesIO
 from pathlib import Path
@@ -69,6 +70,8 @@ class ValidationPipeline:
 
     def process_item(self, item: ProductItem) -> ProductItem:
         spider = self.crawler.spider
+        if item.name:
+            item.name = printable_text(item.name)
         if item.url:
             try:
                 item.url = canonical_url(item.url)
@@ -82,8 +85,23 @@ class ValidationPipeline:
         )
         if problem:
             raise ProductDropped(problem, item.url or item.product_id)
-        item.name = " ".join(item.name.split())
         return item
+
+
+# Invisible format characters that reorder or hide text (bidi overrides and isolates, word joiners): a name
+# is shown in a terminal and a web page, where they would disguise what follows. The emoji joiner stays.
+_KEPT_FORMAT_CHARACTERS = {"\u200d"}
+
+
+def printable_text(text: str) -> str:
+    """`text` on one line without control characters: a shop's name could carry terminal escape sequences
+    (the CLI prints it) or bidi overrides. Controls (newlines and tabs too) become spaces, runs of spaces one."""
+    kept = (
+        " " if unicodedata.category(c) == "Cc" else c
+        for c in text
+        if unicodedata.category(c) != "Cf" or c in _KEPT_FORMAT_CHARACTERS
+    )
+    return " ".join("".join(kept).split())
 
 
 class PricePipeline:
