@@ -44,7 +44,7 @@ def test_classifier_tracked_and_registered_on_an_mlflow_server_backed_by_postgre
         run = api.get("/runs/get", params={"run_id": run_id}).raise_for_status().json()["run"]
         assert run["info"]["status"] == "FINISHED"
         params = {p["key"]: p["value"] for p in run["data"]["params"]}
-        assert params["architecture"] == "small" and params["input_size"] == "64"
+        assert params["architecture"] == "mobilenet_v3_small" and params["input_size"] == "64"
         assert 0.0 <= {m["key"]: m["value"] for m in run["data"]["metrics"]}["accuracy"] <= 1.0
         # The model went up through the server (mlflow-artifacts:/), into its --artifacts-destination.
         assert run["info"]["artifact_uri"].startswith("mlflow-artifacts:/")
