@@ -133,6 +133,28 @@ def test_a_tracking_redirect_on_the_shop_becomes_its_canonical_page():
         _validated("https://www.amazon.in/dp/B1", image_url="https://images.evil.example/1.jpg")
 
 
+def test_a_crawl_that_fails_otherwise_keeps_its_log(tmp_path, monkeypatch):
+    """An unreadable crawl report is no CrawlFailed, yet the crawl's log survives its temp folder."""
+    from fashion_pipeline.crawl import runner
+
+    sites = use_sites(
+        tmp_path, monkeypatch, {"shop": {"spider": "shopify", "start_url": "http://127.0.0.1:9", "currency": "USD"}}
+    )
+
+    def unreadable_report(site, out_dir, *args, **kwargs):
+        (out_dir / runner.CRAWL_LOG_FILE).write_text("spider log line\n")
+        raise ValueError("crawl_report.json: Expecting value: line 1 column 1")
+
+    monkeypatch.setattr(runner, "run_spider", unreadable_report)
+    data = DataPaths(root=tmp_path)
+    with pytest.raises(ValueError, match="Expecting value") as failed:
+        crawl_site(sites["shop"], data)
+    log = data.catalog_raw_dir / "shop.failed.log"
+    assert log.read_text() == "spider log line\n"
+    assert failed.value.__notes__ == [f"(previous data kept; full log: {log})"]
+    assert [p.name for p in data.catalog_raw_dir.iterdir()] == ["shop.failed.log"]  # no temp folder left
+
+
 def test_control_characters_are_stripped_from_the_product_name():
     """The CLI prints names raw: an escape sequence or a bidi override from a shop never reaches it."""
     url = "https://www.amazon.in/dp/B1"

@@ -148,9 +148,14 @@ def crawl_site(
             if problem:
                 raise CrawlFailed(f"{problem}; last log lines:\n{_log_tail(tmp / CRAWL_LOG_FILE)}", report)
             write_raw_products(update.rows, tmp / RAW_PRODUCTS_FILE)
-        except CrawlFailed as exc:
+        except Exception as exc:
+            # Any failure (a refusal, an unreadable report, a bug) keeps the log: the temp folder goes.
             if (tmp / CRAWL_LOG_FILE).is_file():
                 shutil.copyfile(tmp / CRAWL_LOG_FILE, failure_log)
-            raise CrawlFailed(f"{exc}\n(previous data kept; full log: {failure_log})", report) from exc
+            kept = f"(previous data kept; full log: {failure_log})"
+            if isinstance(exc, CrawlFailed):
+                raise CrawlFailed(f"{exc}\n{kept}", report) from exc
+            exc.add_note(kept)
+            raise
     failure_log.unlink(missing_ok=True)
     return report
