@@ -181,8 +181,10 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     }
 
 
-def time_ours(recommender: Recommender, photos: list[bytes], queries: int, k: int) -> dict:
-    query = recommender.make_query(k=k)
+def time_ours(recommender: Recommender, photos: list[bytes], queries: int, k: int, **filters) -> dict:
+    """p50/p95 of whole queries and per stage; `filters` (max_price, site) as the app passes them."""
+    query = recommender.make_query(k=k, **filters)
+    expected = min(k, int(recommender._catalogs[CATEGORY].allowed(query).sum()))
     stages: dict[str, list[float]] = {"detect": [], "embed": [], "search": []}
 
     def timed(stage, function):
@@ -210,7 +212,7 @@ def time_ours(recommender: Recommender, photos: list[bytes], queries: int, k: in
         start = time.perf_counter()
         answer = recommender.recommend_bytes(photos[i % len(photos)], query)
         seconds.append(time.perf_counter() - start)
-        assert len(answer.detections) == 2 and len(answer.detections[0].recommendations) == k
+        assert len(answer.detections) == 2 and len(answer.detections[0].recommendations) == expected
     for target in timed_objects:
         for name in ("detect", "embed", "search"):
             target.__dict__.pop(name, None)
@@ -324,11 +326,23 @@ def main() -> int:
             )
             with threadpool_limits(limits=1, user_api="blas"):  # as `fashion-pipeline serve` sets it
                 ours = time_ours(recommender, photos, args.queries, args.k)
+                # Filtered: a price leaving only the cheapest product (worst case of a widening fetch), and 30 %.
+                prices = np.sort(products["price_usd"].to_numpy())
+                filtered = {
+                    "max_price_leaves_1": time_ours(
+                        recommender, photos, args.queries, args.k, max_price=str(prices[0])
+                    ),
+                    "max_price_leaves_30pct": time_ours(
+                        recommender, photos, args.queries, args.k, max_price=str(prices[int(0.3 * n)])
+                    ),
+                }
             print(
                 f"  ours ({manifest.backend}): p50 {ours['p50_ms']:.1f} ms, p95 {ours['p95_ms']:.1f} ms, "
                 f"stages p50 {ours['stages_p50_ms']}",
                 flush=True,
             )
+            for name, timing in filtered.items():
+                print(f"  ours, {name}: p50 {timing['p50_ms']:.1f} ms, stages p50 {timing['stages_p50_ms']}")
 
             from sklearn.neighbors import NearestNeighbors
 
@@ -347,6 +361,7 @@ def main() -> int:
                     "index_build_s": build_s,
                     "pickle_mb": pickle_path.stat().st_size / 1e6,
                     "ours": ours,
+                    "ours_filtered": filtered,
                     "baseline": baseline,
                     "speedup_p50": baseline["p50_ms"] / ours["p50_ms"],
                 }

@@ -103,22 +103,28 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array / np.where(norms > 0, norms, 1.0), dtype=np.float32)
 
 
-def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(
+    vectors: np.ndarray, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k inner products of unit `queries` (Q, D) against `vectors` (N, D): scores desc, row positions.
 
-    Rows past N are padded with score -inf and position -1.
+    `allowed` (bool (N,)) masks rows out before the top-k is taken. Rows past N (or past the allowed ones)
+    are padded with score -inf and position -1.
     """
     n = vectors.shape[0]
     q = queries.shape[0]
     scores_out = np.full((q, k), -np.inf, dtype=np.float32)
     positions_out = np.full((q, k), -1, dtype=np.int64)
-    take = min(k, n)
+    take = min(k, n if allowed is None else int(allowed.sum()))
+    refused = None if allowed is None else ~allowed
     if take == 0 or q == 0:
         return scores_out, positions_out
     # Chunked so that a large query batch never allocates a (Q, N) matrix of more than ~256 MB.
     chunk = max(1, int(64_000_000 // max(n, 1)))
     for start in range(0, q, chunk):
         scores = queries[start : start + chunk] @ vectors.T  # (q_chunk, N)
+        if refused is not None:
+            scores[:, refused] = -np.inf  # the same scan as unfiltered: a filter never costs a second pass
         if take < n:
             top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
         else:
@@ -234,7 +240,8 @@ class CategoryIndex:
     def layout(self) -> VectorLayout:
         return self.manifest.vector_layout
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """`allowed` (bool, one per row) restricts the answer to those rows (a price or site filter)."""
         if k < 1:
             raise KnnIndexError(f"k must be at least 1, got {k}")
         unit = normalize_rows(queries)
@@ -243,6 +250,10 @@ class CategoryIndex:
                 f"query dimension {unit.shape[1]} != index dimension {self.manifest.dimension} "
                 f"(category {self.manifest.category!r}, model version {self.manifest.model_version})"
             )
+        if allowed is not None and not allowed.all():
+            from fashion_pipeline.lib.retrieval.knn_filter import filtered_search  # imports this module
+
+            return filtered_search(self.manifest.backend, self._searcher, unit, k, np.asarray(allowed, dtype=bool))
         if self.manifest.backend == "faiss-ivf":
             scores, positions = self._searcher.search(unit, k)
             positions = positions.astype(np.int64)

@@ -288,24 +288,19 @@ class Recommender:
 
     @staticmethod
     def _nearest(catalog: CategoryCatalog, queries: np.ndarray, query: Query) -> list[list[tuple[int, float]]]:
-        """The k best allowed rows per query, widening the search until filters leave k or the index is spent."""
-        count = int(catalog.index.manifest.count)
+        """The k best allowed rows per query; the index applies the filter (knn_filter), in one search."""
         allowed = catalog.allowed(query)
         wanted = min(query.k, int(allowed.sum()))
         if wanted == 0:
             return [[] for _ in range(len(queries))]
-        fetch = min(count, query.k if allowed.all() else max(4 * query.k, 64))
-        while True:
-            scores, rows = catalog.index.search(queries, fetch)
-            hits = [
-                [(int(r), float(s)) for r, s in zip(row_list, score_list, strict=True) if r >= 0 and allowed[r]][
-                    :wanted
-                ]
-                for row_list, score_list in zip(rows, scores, strict=True)
-            ]
-            if fetch >= count or all(len(h) >= wanted for h in hits):
-                return hits
-            fetch = min(count, fetch * 4)
+        if allowed.all():
+            scores, rows = catalog.index.search(queries, wanted)
+        else:
+            scores, rows = catalog.index.search(queries, wanted, allowed=allowed)
+        return [
+            [(int(r), float(s)) for r, s in zip(row_list, score_list, strict=True) if r >= 0 and allowed[r]]
+            for row_list, score_list in zip(rows, scores, strict=True)
+        ]
 
 
 def _indexes_layout(indexes: Mapping[str, SearchIndex]) -> Any:

@@ -49,7 +49,10 @@ class SearchIndex(Protocol):
     manifest: Any  # knn.IndexManifest: category, model_version, count, dimension, metric, backend
     product_ids: np.ndarray
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    # `allowed` (bool, one per row): only those rows may be returned (knn.CategoryIndex.search).
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 # --- the catalog, aligned with each index ---------------------------------------------------------------
