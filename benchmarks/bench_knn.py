@@ -4,14 +4,16 @@ Data: `--n` clustered unit vectors of the embedding dimension (`--dim`, 576 = Mo
 demo classifier's), plus `--queries` held-out points from the same distribution. The candidates:
 
 - baseline `numpy exact scan` and `sklearn brute (cosine)`, the original project's index;
-- `knn.build_index(..., backend="auto")` as the pipeline builds it (written to disk and loaded back with
-  `knn.load_index`), swept over `--nprobe` when the backend is faiss-ivf.
+- `knn.build_index(..., backend=...)` as the pipeline builds it (written to disk and loaded back with
+  `knn.load_index`) for each of `--backends`, swept over `--nprobe` for the faiss backends, with the memory
+  each index holds per vector once loaded (IVF-PQ keeps its full vectors on disk for the re-rank).
 
 Queries go one at a time, as a shopper's do; timings are medians over all queries (the machine is shared,
 so compare ratios within one run). Usage:
 
     .venv/bin/python benchmarks/bench_knn.py --n 100000          # about a minute
     .venv/bin/python benchmarks/bench_knn.py                     # 1M vectors: a few minutes, ~7 GB RAM
+    .venv/bin/python benchmarks/bench_knn.py --backends faiss-ivf,faiss-ivfpq --nprobe 8   # IVF-Flat vs IVF-PQ
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(hits))
 
 
+def memory_per_vector(manifest: knn.IndexManifest) -> float:
+    """Bytes per vector a loaded index holds in memory: the float matrix, or what faiss serialises."""
+    return float(manifest.params.get("bytes_per_vector", 4 * manifest.dimension))
+
+
 def row(name: str, seconds: np.ndarray, recall: float, build_s: float | None, **extra) -> dict:
     return {
         "name": name,
@@ -71,7 +78,7 @@ def main() -> int:
     parser.add_argument("--baseline-queries", type=int, default=30, help="queries timed on the slow baselines")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--nprobe", default="4,8,16", help="IVF lists probed, comma-separated sweep")
-    parser.add_argument("--backend", default="auto", choices=("auto", *knn.BACKENDS))
+    parser.add_argument("--backends", default="auto", help=f"comma-separated, of auto, {', '.join(knn.BACKENDS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "knn.json")
     args = parser.parse_args()
@@ -101,24 +108,29 @@ def main() -> int:
     seconds, found = time_queries(lambda q, k: brute.kneighbors(q, n_neighbors=k), few, args.k)
     rows.append(row("sklearn brute cosine (baseline)", seconds, recall_at_k(found, truth[: len(few)]), fit_s))
 
-    with tempfile.TemporaryDirectory(prefix="bench_knn_") as tmp:
-        ids = [f"p{i}" for i in range(args.n)]
-        start, cpu_start = time.perf_counter(), time.process_time()
-        manifest = knn.build_index(
-            vectors, ids, Path(tmp) / "bench", category="bench", model_version=1, backend=args.backend
-        )
-        build_s, build_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
-        print(
-            f"built {manifest.backend} index in {build_s:.1f} s wall, {build_cpu_s:.1f} s CPU "
-            f"(train + add + write; {manifest.params})",
-            flush=True,
-        )
-        sweep = [int(p) for p in args.nprobe.split(",")] if manifest.backend == "faiss-ivf" else [None]
-        for nprobe in sweep:
-            index = knn.load_index(Path(tmp) / "bench", nprobe=nprobe)
-            seconds, found = time_queries(index.search, queries, args.k)
-            label = f"knn {manifest.backend}" + (f" nprobe={nprobe}" if nprobe else "")
-            rows.append(row(label, seconds, recall_at_k(found, truth), build_s, nprobe=nprobe, params=manifest.params))
+    build_cpu = {}
+    ids = [f"p{i}" for i in range(args.n)]
+    for backend in args.backends.split(","):
+        with tempfile.TemporaryDirectory(prefix="bench_knn_") as tmp:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            manifest = knn.build_index(
+                vectors, ids, Path(tmp) / "bench", category="bench", model_version=1, backend=backend
+            )
+            build_s = time.perf_counter() - start
+            build_cpu[manifest.backend] = time.process_time() - cpu_start
+            print(
+                f"built {manifest.backend} index in {build_s:.1f} s wall, {build_cpu[manifest.backend]:.1f} s CPU "
+                f"(train + add + write; {manifest.params})",
+                flush=True,
+            )
+            sweep = [int(p) for p in args.nprobe.split(",")] if manifest.backend in knn.FAISS_BACKENDS else [None]
+            for nprobe in sweep:
+                index = knn.load_index(Path(tmp) / "bench", nprobe=nprobe)
+                seconds, found = time_queries(index.search, queries, args.k)
+                label = f"knn {manifest.backend}" + (f" nprobe={nprobe}" if nprobe else "")
+                memory = memory_per_vector(manifest)
+                extra = {"nprobe": nprobe, "params": manifest.params, "bytes_per_vector": memory}
+                rows.append(row(label, seconds, recall_at_k(found, truth), build_s, **extra))
 
     exact_p50 = rows[0]["p50_ms"]
     print(
@@ -127,12 +139,13 @@ def main() -> int:
     )
     print(
         f"{'index':40s} {'p50 ms':>9s} {'p95 ms':>9s} {'recall@' + str(args.k):>10s} {'build s':>8s} {'speed-up':>9s}"
+        f" {'bytes/vector':>13s}"
     )
     for r in rows:
         build = f"{r['build_s']:.1f}" if r["build_s"] is not None else "-"
         print(
             f"{r['name']:40s} {r['p50_ms']:9.3f} {r['p95_ms']:9.3f} {r['recall']:10.3f} {build:>8s} "
-            f"{exact_p50 / r['p50_ms']:8.1f}x"
+            f"{exact_p50 / r['p50_ms']:8.1f}x {r.get('bytes_per_vector', 4 * args.dim):13,.0f}"
         )
     result = {
         "benchmark": "knn",
@@ -144,7 +157,7 @@ def main() -> int:
         "k": args.k,
         "queries": args.queries,
         "threads": DEFAULT_THREADS,
-        "build_cpu_s": build_cpu_s,
+        "build_cpu_s": build_cpu,
         "machine": platform.platform(),
         "rows": rows,
     }

@@ -36,6 +36,7 @@ def _declared_splits(sources) -> set[tuple[str, str]]:
 
 @dg.asset(
     group_name=GROUP,
+    pool="photos",
     kinds={"parquet"},
     check_specs=[
         dg.AssetCheckSpec(

@@ -90,6 +90,7 @@ def _embedding_checks(
 
 @dg.asset(
     group_name=GROUP,
+    pool="retrieval",
     kinds={"tensorflow", "parquet"},
     deps=[dg.AssetKey("product_catalog"), dg.AssetKey("garment_classifier"), dg.AssetKey("retrieval_projection")],
     # Follows every recrawl and every new champion (the catalog stage's automation sensor evaluates it).
@@ -187,6 +188,7 @@ class IndexConfig(dg.Config):
 
 @dg.asset(
     group_name=GROUP,
+    pool="retrieval",
     kinds={"numpy", "faiss"},
     deps=[catalog_embeddings],
     automation_condition=dg.AutomationCondition.eager(),

@@ -47,6 +47,7 @@ def _metrics_md(report: retrieval_eval.RetrievalReport) -> str:
 
 @dg.asset(
     group_name=GROUP,
+    pool="retrieval",
     kinds={"mlflow"},
     deps=[
         knn_index,

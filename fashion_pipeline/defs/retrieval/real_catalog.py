@@ -86,6 +86,7 @@ def _table_md(scores: dict[str, dict], title: str) -> str:
 
 @dg.asset(
     group_name=GROUP,
+    pool="retrieval",
     kinds={"scikitlearn", "mlflow"},
     deps=[dg.AssetKey("garment_classifier")],
     automation_condition=dg.AutomationCondition.eager(),
@@ -174,6 +175,7 @@ def _street_rows(data) -> pd.DataFrame:
 
 @dg.asset(
     group_name=GROUP,
+    pool="retrieval",
     kinds={"mlflow"},
     deps=[knn_index, retrieval_projection, dg.AssetKey("labelled_photos"), dg.AssetKey("garment_detector")],
     check_specs=[

@@ -21,6 +21,7 @@ class RealPhotoEvaluationConfig(dg.Config):
 
 @dg.asset(
     group_name=GROUP,
+    pool="training",
     kinds={"mlflow"},
     deps=[dg.AssetKey("garment_classifier"), dg.AssetKey("garment_detector"), dg.AssetKey("labelled_photos")],
     check_specs=[

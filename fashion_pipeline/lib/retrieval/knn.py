@@ -10,6 +10,9 @@ Two backends behind one `CategoryIndex.search`:
 - `faiss-ivf`: a faiss `IndexIVFFlat` (inner product, spherical k-means, nlist ~ sqrt(N)), written with
   `faiss.write_index`. Chosen automatically from `APPROXIMATE_MIN_COUNT` vectors on (see
   benchmarks/bench_knn.py for the measurements behind the threshold and `nprobe`).
+- `faiss-ivfpq`: IVF-PQ codes in memory (48 bytes per vector instead of 2,304 at 576-d) and an exact
+  re-rank of a shortlist against the full vectors, memory-mapped from disk (knn_faiss.py). Chosen
+  automatically from `COMPRESSED_MIN_COUNT` vectors on.
 
 Row positions returned by `search` index into `CategoryIndex.product_ids`. Each manifest records the vector
 layout (lib/retrieval/layout.py) its vectors were made with; `build_index` refuses vectors of another
@@ -28,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from fashion_pipeline.lib.common.atomic import atomic_dir, write_json, write_parquet
-from fashion_pipeline.lib.common.frameworks import DEFAULT_THREADS
+from fashion_pipeline.lib.retrieval import knn_faiss
 from fashion_pipeline.lib.retrieval.layout import VectorLayout, legacy_layout, read_layout
 
 MANIFEST_FILE = "manifest.json"
@@ -37,7 +40,8 @@ VECTORS_FILE = "vectors.npy"
 FAISS_FILE = "index.faiss"
 
 METRIC = "cosine"
-BACKENDS = ("exact", "faiss-ivf")
+BACKENDS = ("exact", "faiss-ivf", "faiss-ivfpq")
+FAISS_BACKENDS = ("faiss-ivf", "faiss-ivfpq")
 EXACT_ENGINES = ("numpy", "sklearn")
 
 # From this many vectors in a category on, `backend="auto"` builds the IVF index. Below it an exact scan
@@ -47,6 +51,9 @@ APPROXIMATE_MIN_COUNT = 100_000
 # answers in 0.8-1.0 ms p50 on 2 busy cores (nprobe 4: 0.6-0.7 ms, 16: 1.9-2.4 ms) at recall@10 1.000 on
 # clustered data; at 100k, where recall is hardest, nprobe 8 keeps 0.97-1.0 (4: 0.965). benchmarks/bench_knn.py
 DEFAULT_NPROBE = 8
+# From this many vectors in a category on, `backend="auto"` builds IVF-PQ: 1M x 576 floats take 2.3 GB per
+# process serving them, the codes 69 MB, at the same recall@10 thanks to the re-rank (bench_knn.py).
+COMPRESSED_MIN_COUNT = 1_000_000
 
 
 class KnnIndexError(ValueError):
@@ -90,7 +97,9 @@ class IndexManifest:
         )
 
 
-def choose_backend(count: int) -> str:
+def choose_backend(count: int, compressed_min_count: int = COMPRESSED_MIN_COUNT) -> str:
+    if count >= compressed_min_count:
+        return "faiss-ivfpq"
     return "faiss-ivf" if count >= APPROXIMATE_MIN_COUNT else "exact"
 
 
@@ -136,28 +145,6 @@ def exact_search(
     return scores_out, positions_out
 
 
-def _faiss():
-    import faiss
-
-    faiss.omp_set_num_threads(DEFAULT_THREADS)
-    return faiss
-
-
-def build_faiss_ivf(vectors: np.ndarray, nlist: int | None = None, nprobe: int = DEFAULT_NPROBE):
-    """A trained, filled faiss IVF-Flat inner-product index; labels are the row positions."""
-    faiss = _faiss()
-    n, dim = vectors.shape
-    nlist = nlist or max(1, round(np.sqrt(n)))
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    index.cp.spherical = True  # centroids on the unit sphere, like the vectors
-    index.cp.seed = 1234  # reproducible builds
-    index.train(vectors)  # faiss samples at most 256 points per list for training
-    index.add(vectors)
-    index.nprobe = min(nprobe, nlist)
-    return index
-
-
 def _validate(vectors: np.ndarray, product_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     array = np.asarray(vectors)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
@@ -182,6 +169,9 @@ def build_index(
     model_version: int,
     backend: str = "auto",
     nprobe: int = DEFAULT_NPROBE,
+    compressed_min_count: int = COMPRESSED_MIN_COUNT,
+    pq_bytes: int = knn_faiss.DEFAULT_PQ_BYTES,
+    rerank: int = knn_faiss.DEFAULT_RERANK,
     layout: VectorLayout | None = None,
 ) -> IndexManifest:
     """Build one category's index into `out_dir` (replaced atomically) and return its manifest.
@@ -197,7 +187,7 @@ def build_index(
             f"{layout.dimension}: rematerialize catalog_embeddings"
         )
     if backend == "auto":
-        backend = choose_backend(unit.shape[0])
+        backend = choose_backend(unit.shape[0], compressed_min_count)
     if backend not in BACKENDS:
         raise KnnIndexError(f"unknown index backend {backend!r}; choose one of {('auto', *BACKENDS)}")
     count, dimension = unit.shape
@@ -206,10 +196,16 @@ def build_index(
         write_parquet(pd.DataFrame({"product_id": ids.astype(str)}), tmp / PRODUCT_IDS_FILE)
         if backend == "exact":
             np.save(tmp / VECTORS_FILE, unit, allow_pickle=False)
+        elif backend == "faiss-ivf":
+            index = knn_faiss.build_ivf_flat(unit, nprobe=nprobe)
         else:
-            index = build_faiss_ivf(unit, nprobe=nprobe)
-            params = {"nlist": int(index.nlist), "nprobe": int(index.nprobe)}
-            _faiss().write_index(index, str(tmp / FAISS_FILE))
+            np.save(tmp / VECTORS_FILE, unit, allow_pickle=False)  # read back row by row for the re-rank
+            index = knn_faiss.build_ivf_pq(unit, nprobe=nprobe, pq_bytes=pq_bytes)
+            params = {"pq_bytes": int(pq_bytes), "rerank": int(rerank)}
+        if backend in FAISS_BACKENDS:
+            memory = round(knn_faiss.index_bytes(index) / count, 1)  # bytes per vector held once loaded
+            params = {"nlist": int(index.nlist), "nprobe": int(index.nprobe), **params, "bytes_per_vector": memory}
+            knn_faiss.faiss_module().write_index(index, str(tmp / FAISS_FILE))
         manifest = IndexManifest(
             category=category,
             model_version=int(model_version),
@@ -250,11 +246,13 @@ class CategoryIndex:
                 f"query dimension {unit.shape[1]} != index dimension {self.manifest.dimension} "
                 f"(category {self.manifest.category!r}, model version {self.manifest.model_version})"
             )
+        if allowed is not None and not allowed.all() and self.manifest.backend == "faiss-ivfpq":
+            return self._searcher.search(unit, k, np.asarray(allowed, dtype=bool))  # filtered shortlist
         if allowed is not None and not allowed.all():
             from fashion_pipeline.lib.retrieval.knn_filter import filtered_search  # imports this module
 
             return filtered_search(self.manifest.backend, self._searcher, unit, k, np.asarray(allowed, dtype=bool))
-        if self.manifest.backend == "faiss-ivf":
+        if self.manifest.backend in FAISS_BACKENDS:
             scores, positions = self._searcher.search(unit, k)
             positions = positions.astype(np.int64)
             scores = np.where(positions >= 0, scores, -np.inf).astype(np.float32)
@@ -300,10 +298,16 @@ def load_index(directory: Path, engine: str = "numpy", nprobe: int | None = None
 
             searcher = NearestNeighbors(algorithm="brute", metric="cosine").fit(vectors)
         shape = vectors.shape
-    elif manifest.backend == "faiss-ivf":
-        searcher = _faiss().read_index(str(directory / FAISS_FILE))
+    elif manifest.backend in FAISS_BACKENDS:
+        searcher = knn_faiss.faiss_module().read_index(str(directory / FAISS_FILE))
         searcher.nprobe = int(nprobe or manifest.params.get("nprobe", DEFAULT_NPROBE))
         shape = (searcher.ntotal, searcher.d)
+        if manifest.backend == "faiss-ivfpq":
+            vectors = np.load(directory / VECTORS_FILE, mmap_mode="r", allow_pickle=False)
+            if vectors.shape != shape:
+                raise KnnIndexError(f"{directory}: {VECTORS_FILE} holds {vectors.shape}, the index {shape}")
+            rerank = int(manifest.params.get("rerank", knn_faiss.DEFAULT_RERANK))
+            searcher = knn_faiss.RerankedPq(searcher, vectors, rerank)
     else:
         raise KnnIndexError(f"{directory}: unknown backend {manifest.backend!r} in {MANIFEST_FILE}")
     if manifest.vector_layout.dimension != manifest.dimension:
