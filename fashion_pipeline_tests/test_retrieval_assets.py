@@ -67,6 +67,7 @@ def test_the_retrieval_stage_end_to_end(retrieval_world: RetrievalWorld, fake_mo
         "one_row_per_product": True,
         "dimension_matches_model": True,
         "finite_unit_vectors": True,
+        "catalog_not_lost": True,  # first run: nothing embedded before, nothing to lose
         "all_images_embedded": False,  # the product whose image never downloaded: a warning, not a block
         "index_matches_catalog_and_model": True,
         "retrieval_quality": True,  # c2s top-20 (detected) 5/6 >= 0.3, exact top-10 (detected) 0.8 >= 0.5

@@ -12,7 +12,7 @@ from fashion_pipeline.defs.resources import DataPathsResource
 from fashion_pipeline.defs.retrieval import loading
 from fashion_pipeline.lib.catalog.catalog import absolute_image_paths
 from fashion_pipeline.lib.common.atomic import atomic_dir
-from fashion_pipeline.lib.retrieval import embeddings, index_checks, knn, layout_store
+from fashion_pipeline.lib.retrieval import embeddings, index_checks, knn, layout_store, shrink_guard
 from fashion_pipeline.lib.retrieval.layout import DEFAULT_COLOUR_WEIGHT, RetrievalEmbedder
 
 GROUP = "retrieval"
@@ -36,10 +36,19 @@ class EmbeddingConfig(dg.Config):
         default=DEFAULT_COLOUR_WEIGHT,
         description="Share of the cosine given to the colour descriptor when retrieval_projection chose no layout.",
     )
+    max_lost_share: float = Field(
+        default=shrink_guard.DEFAULT_MAX_LOST_SHARE,
+        description="Share of the last embedded products that may lose their embedding while still in the catalog.",
+    )
 
 
 def _embedding_checks(
-    table: pd.DataFrame, catalog: pd.DataFrame, stats: embeddings.EmbedStats, dimension: int, version: int
+    table: pd.DataFrame,
+    catalog: pd.DataFrame,
+    stats: embeddings.EmbedStats,
+    dimension: int,
+    version: int,
+    lost: str | None = None,
 ) -> list[dg.AssetCheckResult]:
     ids = table["product_id"]
     catalog_ids = set(catalog["product_id"].astype(str))
@@ -72,6 +81,11 @@ def _embedding_checks(
             check_name="finite_unit_vectors",
             passed=finite and worst <= UNIT_NORM_TOLERANCE,
             metadata={"all_finite": finite, "max_norm_error": worst},
+        ),
+        dg.AssetCheckResult(
+            check_name="catalog_not_lost",
+            passed=lost is None,
+            description=lost or "No more than the allowed share of the last embedded products lost its embedding.",
         ),
         dg.AssetCheckResult(
             check_name="all_images_embedded",
@@ -126,6 +140,16 @@ def _embedding_checks(
             ),
         ),
         dg.AssetCheckSpec(
+            "catalog_not_lost",
+            asset="catalog_embeddings",
+            blocking=True,
+            description=(
+                "Protects the index from shrinking by accident: at most max_lost_share (5 %) of the products "
+                "embedded last time may lose their embedding while the catalog still lists them. If it fails, "
+                "catalog/images or the data root moved or became unreadable: restore it and materialize again."
+            ),
+        ),
+        dg.AssetCheckSpec(
             "all_images_embedded",
             asset="catalog_embeddings",
             description=(
@@ -153,6 +177,13 @@ def catalog_embeddings(
     # Catalog rows keep image paths relative to the data root.
     on_disk = absolute_image_paths(catalog, data.root)
     table, stats = embeddings.embed_catalog(on_disk, embedder, previous, batch_size=config.batch_size)
+    lost = shrink_guard.shrink_problem(
+        [] if previous is None else previous["product_id"],
+        table["product_id"],
+        catalog["product_id"],
+        config.max_lost_share,
+        "last embeddings",
+    )
     embeddings.write_embeddings(table, data.embeddings, embedder.embedding_dim, stats.failed, embedder.layout)
     if stats.full_rebuild_reason:
         context.log.info(stats.full_rebuild_reason)
@@ -167,7 +198,9 @@ def catalog_embeddings(
             "layout_chosen_by": stored.note,
             "path": dg.MetadataValue.path(str(data.embeddings)),
         },
-        check_results=_embedding_checks(table, catalog, stats, int(embedder.embedding_dim), int(embedder.version)),
+        check_results=_embedding_checks(
+            table, catalog, stats, int(embedder.embedding_dim), int(embedder.version), lost
+        ),
     )
 
 
@@ -184,6 +217,10 @@ class IndexConfig(dg.Config):
         description=f"auto: exact below {knn.APPROXIMATE_MIN_COUNT:,} products in a category, faiss IVF from there.",
     )
     nprobe: int = Field(default=knn.DEFAULT_NPROBE, description="IVF lists searched per query (faiss-ivf only).")
+    max_lost_share: float = Field(
+        default=shrink_guard.DEFAULT_MAX_LOST_SHARE,
+        description="Share of the served index's products a rebuild may lose while the catalog still lists them.",
+    )
 
 
 @dg.asset(
@@ -241,10 +278,28 @@ def knn_index(config: IndexConfig, paths: DataPathsResource) -> dg.MaterializeRe
                 dimension=int(champion["embedding_dim"]),
                 failed=list(table.attrs.get("failed", {})),
             )
+            products = loading.read_products(data.products)["product_id"]
+            lost = shrink_guard.shrink_problem(
+                shrink_guard.served_product_ids(data.index_dir),
+                categorised["product_id"],
+                products,
+                config.max_lost_share,
+                "served index",
+            )
+            problems += [lost] if lost else []
             if problems:
                 raise _KeepPreviousIndex
     except _KeepPreviousIndex:
         pass
+    discarded = sum(m.count for m in manifests)
+    if problems:
+        # The metadata describes what the app serves: the kept indexes, not the discarded build.
+        manifests = shrink_guard.served_manifests(data.index_dir)
+    layout = f"{table.attrs['layout'].layout_id}: {table.attrs['layout'].describe()}"
+    model_version = int(champion["registered_version"])
+    if problems:
+        layout = "; ".join(sorted({f"{m.vector_layout.layout_id}: {m.vector_layout.describe()}" for m in manifests}))
+        model_version = max((int(m.model_version) for m in manifests), default=0)
     by_category = "\n".join(f"| {m.category} | {m.count} | {m.backend} | {m.model_version} |" for m in manifests)
     return dg.MaterializeResult(
         metadata={
@@ -253,8 +308,10 @@ def knn_index(config: IndexConfig, paths: DataPathsResource) -> dg.MaterializeRe
             "by_category": dg.MetadataValue.md(
                 "| category | products | backend | model version |\n|---|---|---|---|\n" + by_category
             ),
-            "model_version": int(champion["registered_version"]),
-            "layout": f"{table.attrs['layout'].layout_id}: {table.attrs['layout'].describe()}",
+            "model_version": model_version,
+            "layout": layout,
+            "served": "the previous indexes (the new build was discarded)" if problems else "this build",
+            "discarded_build_products": discarded if problems else 0,
             "path": dg.MetadataValue.path(str(data.index_dir)),
         },
         check_results=[
