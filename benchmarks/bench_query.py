@@ -19,6 +19,12 @@ candidates are thresholded high for both. Every query searches one index of `--p
 
 Photos: ../shared/data/real/seed-demo-photos (JPEG, WebP, PNG, JFIF), decoded by lib.common.images in both.
 
+Vectors (`--layout`, lib/retrieval/layout.py): `fitted` (default) is the layout retrieval_projection chose on
+../shared's catalog (embedding x 0.1 + article-type projection x 0.4 + colour-family projection x 0.5; the
+projections here have the fitted ones' shapes with random values, the same compute), `colour` the layout
+without a labelled catalog (embedding + colour descriptor), `embedding` the embedding alone. Ours computes
+the colour and band descriptors of every crop and the projections, as the app does; the baseline does not.
+
     .venv/bin/python benchmarks/bench_query.py                      # demo profile, 10k and 100k
     .venv/bin/python benchmarks/bench_query.py --profile full       # 640 px detector, MobileNetV3Large 224
 """
@@ -55,7 +61,17 @@ from fashion_pipeline.lib.common import frameworks  # noqa: E402
 from fashion_pipeline.lib.common.categories import CATEGORIES  # noqa: E402
 from fashion_pipeline.lib.common.images import load_image  # noqa: E402
 from fashion_pipeline.lib.common.paths import DataPaths  # noqa: E402
-from fashion_pipeline.lib.retrieval import knn  # noqa: E402
+from fashion_pipeline.lib.retrieval import colour, knn  # noqa: E402
+from fashion_pipeline.lib.retrieval.layout import (  # noqa: E402
+    BACKBONE,
+    COLOUR_CLASS,
+    TYPE,
+    RetrievalEmbedder,
+    VectorLayout,
+    default_layout,
+    legacy_layout,
+)
+from fashion_pipeline.lib.retrieval.projection import Projection  # noqa: E402
 from fashion_pipeline.lib.retrieval.recommender import Recommender  # noqa: E402
 from fashion_pipeline.lib.training import classifier_model, detector, detector_training  # noqa: E402
 from fashion_pipeline.lib.training.embedder import load_embedder  # noqa: E402
@@ -131,6 +147,27 @@ def champion_models(paths: DataPaths) -> Models:
     )
 
 
+def retrieval_embedder(embedder, layout_name: str, seed: int) -> RetrievalEmbedder:
+    """The champion's embedding in the chosen layout (see the module docstring)."""
+    dim = int(embedder.embedding_dim)
+    if layout_name == "embedding":
+        return RetrievalEmbedder(embedder, legacy_layout(dim))
+    if layout_name == "colour":
+        return RetrievalEmbedder(embedder, default_layout(dim))
+    rng = np.random.default_rng(seed)
+    colour_inputs = dim + colour.DIMENSION + colour.BAND_DIMENSION
+    projection = Projection(  # the shapes of the projections fitted on ../shared's catalog: 19 types, 12 families
+        type_matrix=rng.standard_normal((dim, 18)).astype(np.float32),
+        type_offset=np.zeros(18, np.float32),
+        colour_matrix=rng.standard_normal((colour_inputs, 11)).astype(np.float32),
+        colour_offset=np.zeros(11, np.float32),
+        type_classes=np.asarray([f"type{i}" for i in range(19)]),
+        colour_classes=np.asarray([f"family{i}" for i in range(12)]),
+    )
+    layout = VectorLayout.with_weights(dim, {BACKBONE: 0.1, TYPE: 0.4, COLOUR_CLASS: 0.5}, projection)
+    return RetrievalEmbedder(embedder, layout, projection)
+
+
 def fixed_boxes(width: int, height: int) -> list[tuple[float, float, float, float]]:
     return [(x1 * width, y1 * height, x2 * width, y2 * height) for x1, y1, x2, y2 in FIXED_BOXES]
 
@@ -200,7 +237,8 @@ def time_ours(recommender: Recommender, photos: list[bytes], queries: int, k: in
     # Instance attributes shadow the methods while timing; deleted afterwards, the methods are back.
     timed_objects = [recommender.detector, recommender.embedder, *(c.index for c in recommender._catalogs.values())]
     recommender.detector.detect = timed("detect", recommender.detector.detect)
-    recommender.embedder.embed = timed("embed", recommender.embedder.embed)
+    # embed_with_colours: the champion's embedding, the colour descriptors and the projections of every crop.
+    recommender.embedder.embed_with_colours = timed("embed", recommender.embedder.embed_with_colours)
     for catalog in recommender._catalogs.values():
         catalog.index.search = timed("search", catalog.index.search)
     for photo in photos[:3]:  # warm-up
@@ -214,7 +252,7 @@ def time_ours(recommender: Recommender, photos: list[bytes], queries: int, k: in
         seconds.append(time.perf_counter() - start)
         assert len(answer.detections) == 2 and len(answer.detections[0].recommendations) == expected
     for target in timed_objects:
-        for name in ("detect", "embed", "search"):
+        for name in ("detect", "embed_with_colours", "search"):
             target.__dict__.pop(name, None)
     return {**percentiles(seconds), "stages_p50_ms": {s: float(np.median(v) * 1e3) for s, v in stages.items()}}
 
@@ -277,6 +315,7 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--backend", default="auto", choices=("auto", *knn.BACKENDS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layout", default="fitted", choices=("fitted", "colour", "embedding"), help="vectors")
     parser.add_argument("--out", type=Path, default=None, help="default: results/query_<profile>.json")
     args = parser.parse_args()
     args.out = args.out or Path(__file__).resolve().parent / "results" / f"query_{args.profile}.json"
@@ -292,15 +331,18 @@ def main() -> int:
             models = build_untrained_models(args.profile, work)
         confidence = 0.25 if models.trained else UNTRAINED_CONFIDENCE
         onnx_detector = detector.load_detector(models.detector_dir)
-        embedder = load_embedder(models.classifier_dir)
+        champion = load_embedder(models.classifier_dir)
+        embedder = retrieval_embedder(champion, args.layout, args.seed)
         model_info = {
             "trained": models.trained,
             "detector_input": onnx_detector.input_size,
             "classifier": json.loads((models.classifier_dir / "metadata.json").read_text()).get(
                 "architecture", f"MobileNetV3 ({args.profile} profile)"
             ),
-            "classifier_input": embedder.input_size,
-            "embedding_dim": embedder.embedding_dim,
+            "classifier_input": champion.input_size,
+            "embedding_dim": champion.embedding_dim,
+            "layout": embedder.layout.describe(),
+            "bytes_per_vector": 4 * embedder.layout.dimension,
         }
         print(f"models: {model_info}", flush=True)
         results = []
@@ -316,6 +358,7 @@ def main() -> int:
                 category=CATEGORY,
                 model_version=embedder.version,
                 backend=args.backend,
+                layout=embedder.layout,
             )
             build_s = time.perf_counter() - start
             recommender = Recommender(
@@ -348,7 +391,9 @@ def main() -> int:
 
             pickle_path = work / f"nn-{n}.pkl"
             with pickle_path.open("wb") as handle:
-                pickle.dump(NearestNeighbors(algorithm="brute", metric="cosine").fit(vectors), handle)
+                # The original indexed the embedding alone: the first columns of our vectors, renormalised.
+                original = knn.normalize_rows(vectors[:, : champion.embedding_dim])
+                pickle.dump(NearestNeighbors(algorithm="brute", metric="cosine").fit(original), handle)
             baseline = time_baseline(
                 OriginalPipeline(models, pickle_path, products, confidence), photos, args.baseline_queries, args.k
             )

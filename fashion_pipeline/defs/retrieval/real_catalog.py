@@ -16,7 +16,14 @@ from fashion_pipeline.lib.common.atomic import write_json
 from fashion_pipeline.lib.common.previews import image_md
 from fashion_pipeline.lib.retrieval import catalog_metrics as metrics
 from fashion_pipeline.lib.retrieval import knn, labelled_catalog, layout_store, projection_fit, real_catalog_eval
-from fashion_pipeline.lib.retrieval.layout import BACKBONE, DEFAULT_COLOUR_WEIGHT, default_layout, project_parts
+from fashion_pipeline.lib.retrieval.layout import (
+    BACKBONE,
+    DEFAULT_COLOUR_WEIGHT,
+    RetrievalEmbedder,
+    default_layout,
+    legacy_layout,
+    project_parts,
+)
 from fashion_pipeline.lib.training import tracking
 
 REAL_PHOTOS_ENV = "FASHION_REAL_PHOTOS"
@@ -228,15 +235,15 @@ def real_retrieval_evaluation(
     street_rows = _street_rows(data)
     street = None
     if len(street_rows):
+        catalog_categories = table["category"].to_numpy()[usable]
         street = real_catalog_eval.street_to_shop(
-            street_rows,
-            embedder,
-            vectors[usable],
-            table["category"].to_numpy()[usable],
-            detector,
-            config.detection_conf,
+            street_rows, embedder, vectors[usable], catalog_categories, detector, config.detection_conf
         )
         report["street_to_shop"] = street.to_json()
+        # The same crops with the embedding alone (the index before layouts), over the same catalog.
+        alone = RetrievalEmbedder(embedder.backbone, legacy_layout(layout.backbone_dim))
+        plain = real_catalog_eval.street_to_shop(street_rows, alone, features[BACKBONE][usable], catalog_categories)
+        report["street_to_shop_embedding_alone"] = plain.to_json()
     headline = report["report.layout"]
     colour_macro = headline["colour_macro"]
     low_type = {
@@ -273,6 +280,7 @@ def real_retrieval_evaluation(
     }
     if street is not None:
         metadata["street_to_shop"] = dg.MetadataValue.json(street.to_json())
+        metadata["street_to_shop_embedding_alone"] = dg.MetadataValue.json(report["street_to_shop_embedding_alone"])
     return dg.MaterializeResult(
         metadata=metadata,
         check_results=[
@@ -319,12 +327,12 @@ def _log(mlflow: MlflowResource, report: dict, grid, layout, config: RealEvaluat
                     for metric in ("same_type", "same_colour"):
                         flat[f"{key}.{category}.{metric}"] = scores[metric]["value"]
                         flat[f"{key}.{category}.{metric}_random"] = scores[metric]["chance"]
-        street = report.get("street_to_shop")
-        if street:
+        for key, prefix in (("street_to_shop", "street"), ("street_to_shop_embedding_alone", "street_embedding")):
+            street = report.get(key) or {}
             for name in ("whole_catalog", "detected_category"):
-                if street[name]:
-                    flat[f"street.{name}.macro"] = street[name]["macro"]
-                    flat[f"street.{name}.prior"] = street[name]["macro_prior"]
+                if street.get(name):
+                    flat[f"{prefix}.{name}.macro"] = street[name]["macro"]
+                    flat[f"{prefix}.{name}.prior"] = street[name]["macro_prior"]
         mlflow_lib.log_metrics({k: float(v) for k, v in flat.items() if v == v})
         mlflow_lib.log_dict(report, REPORT_FILE)
         mlflow_lib.log_image(grid, artifact_file="examples/report_queries_top5.png")
