@@ -12,6 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
 from fastapi import FastAPI, Request
@@ -38,19 +39,36 @@ PAGE_POLICY = (
 )
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+RETRY_AFTER_S = 5
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     max_upload_mb: float = 10.0
     inference_workers: int = min(2, os.cpu_count() or 1)
+    # Photo requests held beyond those being analysed (each holds its upload); more are answered 503.
+    max_waiting: int = 32
+    # Other origins whose pages may POST photos ("https://shop.example"); this app's own page always may.
+    allowed_origins: tuple[str, ...] = ()
+    # Open connections uvicorn accepts before answering 503 (`limit_concurrency`).
+    max_connections: int = 64
 
     @classmethod
     def from_env(cls) -> ServeSettings:
-        """`FASHION_MAX_UPLOAD_MB` and `FASHION_INFERENCE_WORKERS`, when set."""
+        """`FASHION_MAX_UPLOAD_MB`, `FASHION_INFERENCE_WORKERS`, `FASHION_MAX_WAITING` and
+        `FASHION_ALLOWED_ORIGINS` (comma-separated), when set."""
         default = cls()
+        origins = os.environ.get("FASHION_ALLOWED_ORIGINS", "")
         return cls(
             max_upload_mb=float(os.environ.get("FASHION_MAX_UPLOAD_MB", default.max_upload_mb)),
             inference_workers=int(os.environ.get("FASHION_INFERENCE_WORKERS", default.inference_workers)),
+            max_waiting=int(os.environ.get("FASHION_MAX_WAITING", default.max_waiting)),
+            allowed_origins=tuple(o.strip().rstrip("/") for o in origins.split(",") if o.strip()),
         )
+
+    def allowed_hosts(self) -> set[str]:
+        return set(LOOPBACK_HOSTS) | {urlsplit(o).hostname or "" for o in self.allowed_origins}
 
     @property
     def max_upload_bytes(self) -> int:
@@ -59,6 +77,21 @@ class ServeSettings:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def _origin_problem(request: Request, allowed_origins: tuple[str, ...], allowed_hosts: set[str]) -> str | None:
+    """Why a browser's POST is refused (another origin, or this origin under a foreign host name), or None."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None  # not sent by a browser page (curl, scripts): nothing to forge
+    if origin.rstrip("/") in allowed_origins:
+        return None
+    host = request.headers.get("host", "")
+    hostname = urlsplit(f"//{host}").hostname or ""
+    # Same origin under a name this app answers to: a page that rebinds its own name to 127.0.0.1 is refused.
+    if origin in (f"http://{host}", f"https://{host}") and hostname in allowed_hosts:
+        return None
+    return f"photos from pages of {origin} are refused: only this app's page (or FASHION_ALLOWED_ORIGINS) may send"
 
 
 def create_app(recommender: Recommender, settings: ServeSettings | None = None) -> FastAPI:
@@ -78,6 +111,19 @@ def create_app(recommender: Recommender, settings: ServeSettings | None = None) 
             limiters.clear()
             limiters[loop] = anyio.CapacityLimiter(settings.inference_workers)
         return limiters[loop]
+
+    allowed_hosts = settings.allowed_hosts()
+
+    @app.middleware("http")
+    async def same_origin_posts(request: Request, call_next) -> Response:
+        # A form POST from any page the user visits needs no CORS preflight, so a photo request must come
+        # from this app's own page (or a configured origin), to a host name this app answers to (a page
+        # that rebinds its own name to 127.0.0.1 would otherwise be "same origin").
+        if request.method == "POST":
+            problem = _origin_problem(request, settings.allowed_origins, allowed_hosts)
+            if problem:
+                return _error(403, problem)
+        return await call_next(request)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next) -> Response:
@@ -141,8 +187,23 @@ def create_app(recommender: Recommender, settings: ServeSettings | None = None) 
             return _error(404, f"no downloaded image for product {product_id!r}")
         return FileResponse(path, headers={"Cache-Control": "public, max-age=3600"})
 
+    held = {"requests": 0}  # photo requests being read, waiting for a worker or analysed (one event loop)
+
     @app.post("/api/recommend")
     async def recommend(request: Request) -> JSONResponse:
+        if held["requests"] >= settings.inference_workers + settings.max_waiting:
+            return JSONResponse(
+                {"error": "the server is busy analysing other photos: try again in a few seconds"},
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_S), "Cache-Control": "no-store"},
+            )
+        held["requests"] += 1
+        try:
+            return await _recommend(request)
+        finally:
+            held["requests"] -= 1
+
+    async def _recommend(request: Request) -> JSONResponse:
         upload = await read_upload(request, settings.max_upload_bytes)
         # The options may also come in the URL (?k=5&site=...), for scripts; form fields win.
         fields = {**request.query_params, **upload.fields}

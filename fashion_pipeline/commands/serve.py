@@ -55,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
         f"embedder v{health['embedder_version']}) at http://{args.host}:{args.port}/",
         flush=True,
     )
-    uvicorn.run(create_app(recommender, settings), host=args.host, port=args.port, log_level="info")
+    uvicorn.run(
+        create_app(recommender, settings),
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        limit_concurrency=settings.max_connections,  # beyond it uvicorn answers 503 without reading a body
+    )
     blas_limits.restore_original_limits()
     return 0
