@@ -64,3 +64,48 @@ def test_exif_rotation_is_applied() -> None:
     exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
     loaded = load_image(_encoded(Image.new("RGB", (40, 20), "green"), "JPEG", exif=exif))
     assert loaded.size == (20, 40)
+
+
+def _quadrants(size: tuple[int, int]) -> Image.Image:
+    """Red left half, blue right half: a downscaled decode must keep where things are."""
+    image = Image.new("RGB", size, (200, 30, 30))
+    image.paste((30, 30, 200), (size[0] // 2, 0, size[0], size[1]))
+    return image
+
+
+@pytest.mark.parametrize(
+    ("fmt", "size", "decoded"),
+    [
+        ("JPEG", (4000, 3000), (1000, 750)),  # the JPEG decoder's own 1/4 scale
+        ("JPEG", (3000, 1000), (1500, 500)),  # 1/2: 1/4 would be smaller than asked
+        ("PNG", (3000, 2000), (1000, 667)),  # decoded, then reduced by 3
+        ("PNG", (1500, 900), (1500, 900)),  # under twice the bound: kept as it is
+        ("JPEG", (800, 600), (800, 600)),
+    ],
+)
+def test_large_photos_are_decoded_downscaled(fmt: str, size: tuple[int, int], decoded: tuple[int, int]) -> None:
+    image = load_image(_encoded(_quadrants(size), fmt), max_side=1000)
+    assert image.size == decoded and image.mode == "RGB"
+    left, right = image.getpixel((decoded[0] // 4, decoded[1] // 2)), image.getpixel((3 * decoded[0] // 4, 1))
+    assert left[0] > 150 > left[2] and right[2] > 150 > right[0]
+
+
+def test_a_64_megapixel_jpeg_never_exists_at_full_size(tmp_path) -> None:
+    """Peak memory of a fresh process decoding an 8000 x 8000 JPEG: the full decode alone would be 192 MB."""
+    import subprocess
+    import sys
+
+    photo = tmp_path / "big.jpg"
+    Image.new("RGB", (8000, 8000), (120, 80, 40)).save(photo, quality=80)
+    script = (
+        "import resource, sys\n"
+        "from fashion_pipeline.lib.common.images import load_image\n"
+        "data = open(sys.argv[1], 'rb').read()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "image = load_image(data, max_side=1280)\n"
+        "print(image.size, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(photo)], capture_output=True, text=True, check=True)
+    size, growth_mb = result.stdout.rsplit(" ", 1)
+    assert size == "(2000, 2000)"  # the decoder's 1/4 scale, the largest that stays over 1280
+    assert int(growth_mb) < 40, f"peak memory grew by {growth_mb} MB"

@@ -31,8 +31,16 @@ def _open(source: bytes | Path | str) -> Image.Image:
     return Image.open(Path(source), formats=ALLOWED_FORMATS)
 
 
-def load_image(source: bytes | Path | str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Decode `source` fully into an RGB image, upright per its EXIF orientation (first frame if animated)."""
+def load_image(
+    source: bytes | Path | str, max_pixels: int = MAX_IMAGE_PIXELS, max_side: int | None = None
+) -> Image.Image:
+    """Decode `source` into an RGB image, upright per its EXIF orientation (first frame if animated).
+
+    `max_side` bounds the decoded size for callers that need no more (the server: the models see a few
+    hundred pixels): a JPEG is decoded already scaled down by its decoder (draft mode: 1/2, 1/4 or 1/8, never
+    below `max_side`), so a 64 MP photo never exists in memory at full size; other formats are decoded, then
+    reduced at once. The longer side ends between `max_side` and twice it at most.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -41,7 +49,12 @@ def load_image(source: bytes | Path | str, max_pixels: int = MAX_IMAGE_PIXELS) -
             if width * height > max_pixels:
                 raise ImageError(f"image too large: {width}x{height} pixels (limit {max_pixels:,})")
             image.seek(0)
+            if max_side and max(width, height) > max_side and image.format == "JPEG":
+                fit = max_side / max(width, height)  # the size that fits, so both sides allow the same scale
+                image.draft("RGB", (max(1, int(width * fit)), max(1, int(height * fit))))
             image.load()
+            if max_side and max(image.size) >= 2 * max_side:
+                image = image.reduce(max(image.size) // max_side)
             image = ImageOps.exif_transpose(image)
     except ImageError:
         raise

@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 MAX_DETECTIONS = 10  # garments per photo we embed and search for; bounds the work one request can cause
 MIN_BOX_SIDE = 8  # px; a smaller detection has too little pixel content to embed meaningfully
 CROP_PREVIEW_SIDE = 224  # px, longest side of the crop previews the page shows
+# px: an upload is decoded to at most about this size (JPEG in draft mode), then detected and cropped from.
+# Twice the largest detector input (640); a garment a fifth of the photo wide still gives a crop larger than
+# the classifier's largest input (224). A 64 MP photo then costs about 5 MB decoded instead of 192 MB.
+DECODE_MAX_SIDE = 1280
 
 
 # --- the recommender ------------------------------------------------------------------------------------
@@ -218,7 +222,7 @@ class Recommender:
 
     def recommend_bytes(self, data: bytes | Path | str, query: Query | None = None) -> RecommendAnswer:
         """Decode the photo with the one image loader (`ImageError` when it is unusable), then recommend."""
-        return self.recommend(load_image(data), query)
+        return self.recommend(load_image(data, max_side=DECODE_MAX_SIDE), query)
 
     def recommend(self, image: Image.Image, query: Query | None = None) -> RecommendAnswer:
         query = query or Query()
