@@ -224,13 +224,20 @@ def test_every_page_reachable_from_the_result_cards_is_there(app_page, app_serve
 
 
 def test_a_negative_price_gets_a_readable_message_and_no_request(app_page, app_server, browser, real_data):
+    price_problem = "Enter a maximum price of 0 or more US dollars, or leave it empty for any price."
+    app_page.fill("#max-price", "-1")  # before any photo: said at once ...
+    app_page.locator("#max-price").dispatch_event("change")
+    assert app_page.locator("#status").text_content() == price_problem
+    app_page.fill("#max-price", "")  # ... and gone once corrected
+    app_page.locator("#max-price").dispatch_event("change")
+    assert app_page.locator("#status").text_content() == ""
+
     upload_seed_photo(app_page, real_data)
     asked = len([u for u in browser.log.urls("POST") if u.endswith("/api/recommend")])
     app_page.fill("#max-price", "-5")
     app_page.locator("#max-price").dispatch_event("change")
     app_page.wait_for_function("() => document.querySelector('#status').classList.contains('error')")
-    message = app_page.locator("#status").text_content()
-    assert message == "Enter a maximum price of 0 or more US dollars, or leave it empty for any price."
+    assert app_page.locator("#status").text_content() == price_problem
     assert app_page.locator("#max-price").get_attribute("aria-invalid") == "true"
     assert len([u for u in browser.log.urls("POST") if u.endswith("/api/recommend")]) == asked
 

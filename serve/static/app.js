@@ -3,6 +3,7 @@
 "use strict";
 
 const K = 12;
+const PRICE_PROBLEM = "Enter a maximum price of 0 or more US dollars, or leave it empty for any price.";
 const state = {
   file: null,
   previewUrl: null,
@@ -180,16 +181,18 @@ function filtersProblem() {
   // The browser knows the field's limits (min 0, a number): say what is wrong before asking the server.
   const price = $("max-price");
   price.setAttribute("aria-invalid", String(!price.validity.valid));
-  if (price.validity.valid) return null;
-  return "Enter a maximum price of 0 or more US dollars, or leave it empty for any price.";
+  return price.validity.valid ? null : PRICE_PROBLEM;
 }
 
 async function search() {
-  if (!state.file) return;
   const problem = filtersProblem();
   if (problem) {
     if (state.pending) state.pending.abort();
     setStatus(problem, true);
+    return;
+  }
+  if (!state.file) {
+    if ($("status").textContent === PRICE_PROBLEM) setStatus(""); // corrected; nothing to search yet
     return;
   }
   if (state.pending) state.pending.abort(); // a newer photo or filter replaces the running search
