@@ -212,11 +212,20 @@ class _KeepPreviousIndex(Exception):
 
 
 class IndexConfig(dg.Config):
-    backend: Literal["auto", "exact", "faiss-ivf"] = Field(
+    backend: Literal["auto", "exact", "faiss-ivf", "faiss-ivfpq"] = Field(
         default="auto",
-        description=f"auto: exact below {knn.APPROXIMATE_MIN_COUNT:,} products in a category, faiss IVF from there.",
+        description=f"auto: exact below {knn.APPROXIMATE_MIN_COUNT:,} products in a category, faiss IVF from there, "
+        "IVF-PQ from compressed_min_count.",
     )
-    nprobe: int = Field(default=knn.DEFAULT_NPROBE, description="IVF lists searched per query (faiss-ivf only).")
+    nprobe: int = Field(default=knn.DEFAULT_NPROBE, description="IVF lists searched per query (faiss only).")
+    compressed_min_count: int = Field(
+        default=knn.COMPRESSED_MIN_COUNT,
+        description="From this many products in a category, IVF-PQ: pq_bytes of memory per product instead of "
+        "4 x the embedding size (the full vectors stay on disk for the exact re-rank).",
+    )
+    pq_bytes: int = Field(
+        default=knn.knn_faiss.DEFAULT_PQ_BYTES, description="IVF-PQ code bytes per product; must divide the dimension."
+    )
     max_lost_share: float = Field(
         default=shrink_guard.DEFAULT_MAX_LOST_SHARE,
         description="Share of the served index's products a rebuild may lose while the catalog still lists them.",
@@ -264,6 +273,8 @@ def knn_index(config: IndexConfig, paths: DataPathsResource) -> dg.MaterializeRe
                         model_version=int(group["model_version"].max()),
                         backend=config.backend,
                         nprobe=config.nprobe,
+                        compressed_min_count=config.compressed_min_count,
+                        pq_bytes=config.pq_bytes,
                         layout=table.attrs["layout"],
                     )
                 )
@@ -300,13 +311,18 @@ def knn_index(config: IndexConfig, paths: DataPathsResource) -> dg.MaterializeRe
     if problems:
         layout = "; ".join(sorted({f"{m.vector_layout.layout_id}: {m.vector_layout.describe()}" for m in manifests}))
         model_version = max((int(m.model_version) for m in manifests), default=0)
-    by_category = "\n".join(f"| {m.category} | {m.count} | {m.backend} | {m.model_version} |" for m in manifests)
+    by_category = "\n".join(
+        f"| {m.category} | {m.count} | {m.backend} | {m.params.get('bytes_per_vector', 4 * m.dimension):,.0f} | "
+        f"{m.model_version} |"
+        for m in manifests
+    )
     return dg.MaterializeResult(
         metadata={
             "products": sum(m.count for m in manifests),
             "uncategorised": int(table["category"].isna().sum()),
             "by_category": dg.MetadataValue.md(
-                "| category | products | backend | model version |\n|---|---|---|---|\n" + by_category
+                "| category | products | backend | memory per product (bytes) | model version |\n|---|---|---|---|---|\n"
+                + by_category
             ),
             "model_version": model_version,
             "layout": layout,
