@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import nullcontext
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -68,6 +69,7 @@ def _figures(report: CrawlReport, wall: float, published: Path) -> dict:
         "items_per_s": round(report.scraped / wall, 1),
         "listed": report.listed,
         "dropped": report.dropped,
+        "pages_failed": report.pages_failed,  # a listing lost to a timeout shows here, not as a lower rate
         "accounted": report.accounted and rows == report.scraped,
     }
 
@@ -150,10 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-products", type=int, default=300, help="products the baseline visits")
     parser.add_argument("--image-size", type=int, default=256, help="side of the generated product photos")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here too")
+    parser.add_argument("--work", type=Path, help="build and crawl here and keep it (logs, rows); default: a temp dir")
     args = parser.parse_args(argv)
     os.environ.setdefault("FASHION_CRAWL_LOOPBACK_ONLY", "1")  # Chromium resolves nothing but 127.0.0.1
 
-    with tempfile.TemporaryDirectory(prefix="bench-crawl-") as tmp:
+    if args.work:
+        args.work.mkdir(parents=True, exist_ok=False)
+    with nullcontext(str(args.work)) if args.work else tempfile.TemporaryDirectory(prefix="bench-crawl-") as tmp:
         work = Path(tmp)
         start = time.perf_counter()
         items = make_stand_in_items(work / "photos", args.products, image_size=args.image_size)

@@ -35,6 +35,9 @@ IDS = load_google_category_ids()
         (["Gift Card", "Summer Linen Blazer"], "outwear"),  # the first text that names one
         (["Address book"], None),  # whole words only
         ([None, "", "Bootcut Trousers"], "short"),
+        # From Google's own RSS example feed: a cycling jersey is a top; a "Jersey Dress" is a dress.
+        (["Sporting Goods > Outdoor Recreation > Cycling > Bicycle Clothing > Bicycle Jerseys"], "shirt"),
+        (["Cotton Jersey Dress"], "dress"),
     ],
 )
 def test_category_from_a_shops_own_words(texts, expected):
