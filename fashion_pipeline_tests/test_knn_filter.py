@@ -80,3 +80,22 @@ def test_a_filtered_recommendation_is_one_masked_search(serving_catalog) -> None
     assert [(p.price, p.currency, p.price_usd) for p in shirt.recommendations] == [(30.0, "EUR", 32.4)]
     # Two garments, two categories, one product of each within 35 USD on other_shop: one search each, k=1.
     assert calls == [(1, 1), (1, 1)]
+
+
+def test_a_large_photo_is_analysed_downscaled_but_answered_in_its_own_pixels(serving_catalog) -> None:
+    """A 3200 x 2400 photo is detected at 1600 x 1200 (JPEG draft); its boxes come back in uploaded pixels."""
+    from fashion_pipeline_tests.fixtures_serving import encode
+
+    recommender = make_recommender(serving_catalog)
+    seen: list[tuple[int, int]] = []
+    detect = recommender.detector.detect
+    recommender.detector.detect = lambda image, conf=0.25: seen.append(image.size) or detect(image, conf=conf)
+    small = garment_photo(TWO_GARMENTS)  # 320 x 240, the garments' boxes as drawn
+    large = small.resize((small.width * 10, small.height * 10), resample=0)
+    answer = recommender.recommend_bytes(encode(large, "JPEG", quality=95))
+    assert seen == [(1600, 1200)]  # 1/2 scale: 1/4 would be under 1280
+    assert answer.image_size == (3200, 2400)
+    boxes = {g.category: g.box for g in answer.detections}
+    expected = {c: [v * 10 for v in box] for c, box in TWO_GARMENTS.items()}
+    for category, box in expected.items():
+        assert boxes[category] == pytest.approx(box, abs=25), category

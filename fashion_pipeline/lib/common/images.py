@@ -86,6 +86,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def upright_size(source: bytes | Path | str) -> tuple[int, int]:
+    """(width, height) once EXIF rotation is applied, from the header only (what load_image would return
+    without `max_side`)."""
+    with _open(source) as image:
+        width, height = image.size
+        quarter_turn = image.getexif().get(0x0112) in (5, 6, 7, 8)  # Orientation: transposed or rotated 90
+    return (height, width) if quarter_turn else (width, height)
+
+
 def image_size(path: Path | str) -> tuple[int, int]:
     """(width, height) from the header only, without decoding the pixels."""
     with Image.open(path) as image:

@@ -22,7 +22,7 @@ import pandas as pd
 from PIL import Image
 
 from fashion_pipeline.lib.common.categories import CATEGORIES
-from fashion_pipeline.lib.common.images import load_image
+from fashion_pipeline.lib.common.images import load_image, upright_size
 from fashion_pipeline.lib.common.paths import DataPaths
 from fashion_pipeline.lib.deepfashion2.crops import CropSettings, crop_box
 from fashion_pipeline.lib.retrieval.colour import dominant_family
@@ -222,7 +222,17 @@ class Recommender:
 
     def recommend_bytes(self, data: bytes | Path | str, query: Query | None = None) -> RecommendAnswer:
         """Decode the photo with the one image loader (`ImageError` when it is unusable), then recommend."""
-        return self.recommend(load_image(data, max_side=DECODE_MAX_SIDE), query)
+        image = load_image(data, max_side=DECODE_MAX_SIDE)
+        answer = self.recommend(image, query)
+        full = upright_size(data)
+        if full == image.size:
+            return answer
+        # Analysed downscaled: boxes and size are given in pixels of the photo as uploaded, as documented.
+        sx, sy = full[0] / image.size[0], full[1] / image.size[1]
+        scaled = [
+            replace(g, box=[round(v * (sx, sy)[i % 2], 1) for i, v in enumerate(g.box)]) for g in answer.detections
+        ]
+        return replace(answer, detections=scaled, image_size=full)
 
     def recommend(self, image: Image.Image, query: Query | None = None) -> RecommendAnswer:
         query = query or Query()
