@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fashion_pipeline.lib.catalog.sites import load_usd_rates
 from fashion_pipeline.lib.catalog.prices import PriceError, format_price, parse_price, to_usd
+from fashion_pipeline.lib.catalog.sites import load_usd_rates
 
 
 @pytest.mark.parametrize(
