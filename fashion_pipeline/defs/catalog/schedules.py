@@ -47,13 +47,14 @@ def daily_recrawl(context: dg.ScheduleEvaluationContext):
 
 catalog_automation = dg.AutomationConditionSensorDefinition(
     "catalog_automation",
-    target=dg.AssetSelection.assets(catalog_images) | dg.AssetSelection.keys("product_catalog").downstream(),
+    target=dg.AssetSelection.assets(catalog_images)
+    | dg.AssetSelection.keys("product_catalog", "retrieval_projection").downstream(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description=(
         "Keeps the catalog and the app's search current: after a crawl it materializes catalog_images, then "
         "product_catalog, then re-embeds the products (catalog_embeddings) and rebuilds the k-NN indexes "
-        "(knn_index), and does the same after a new champion model. If nothing follows a crawl, check that "
+        "(knn_index), and does the same after a new champion model (which also refits retrieval_projection). If nothing follows a crawl, check that "
         "this sensor is running (Automation page) and read its ticks."
     ),
 )
