@@ -17,8 +17,10 @@ from fashion_pipeline.lib.common.frameworks import DEFAULT_THREADS
 
 # Code bytes per vector: divides both embedding sizes (576 = 48 x 12, 960 = 48 x 20), 8 bits per sub-code.
 DEFAULT_PQ_BYTES = 48
-# Candidates re-scored exactly per query; recall@10 0.998 at 100k with 50 (benchmarks/bench_knn.py).
-DEFAULT_RERANK = 50
+# Candidates re-scored exactly per query. The codes rank the true top 10 worse the denser the category: a
+# shortlist of 50 kept recall@10 at 0.998 at 100k but 0.45 at 1M x 576; 200 gave 0.905, 500 gives 0.996 at
+# 2.2 ms p50 (1,000: 0.996 at 12 ms), measured on benchmarks/bench_knn.py's clustered vectors.
+DEFAULT_RERANK = 500
 # faiss wants about 39 training points per centroid; a sample this size trains the coarse lists and the
 # codebooks as well as all the vectors would, in a fraction of the time.
 TRAINING_POINTS_PER_LIST = 40
