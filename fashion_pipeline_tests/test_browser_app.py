@@ -190,6 +190,17 @@ def test_a_product_card_opens_its_shop_page_and_every_link_there_works(app_page,
     assert "no checkout" in shop_page.locator("body").inner_text()  # the cart link was the last one
 
 
+SETTLED_IMAGES = """imgs => Promise.all(imgs.map(async i => {
+    if (!i.complete) {
+        await new Promise(done => {
+            i.addEventListener("load", done, {once: true});
+            i.addEventListener("error", done, {once: true});
+        });
+    }
+    return [i.src, i.naturalWidth > 0];
+}))"""
+
+
 def test_every_page_reachable_from_the_result_cards_is_there(app_page, app_server, crawled_demo_shop, real_data):
     """A browser crawl of the demo shop from the cards' links: every page 200, every image but the one the
     shop breaks on purpose (its dead image link, for the crawler to cope with) loads."""
@@ -209,9 +220,9 @@ def test_every_page_reachable_from_the_result_cards_is_there(app_page, app_serve
             if link.startswith(shop_root) and link not in seen:
                 seen.add(link)
                 queue.append(link)
-        for src, loaded in page.locator("img").evaluate_all(
-            "imgs => imgs.map(i => [i.currentSrc, i.complete && i.naturalWidth > 0])"
-        ):
+        # Images the JavaScript listing just inserted may not have started loading yet: wait for each to load
+        # or fail, and name it by its src attribute (currentSrc stays empty until the fetch begins).
+        for src, loaded in page.locator("img").evaluate_all(SETTLED_IMAGES):
             images[src] = images.get(src, False) or loaded
     shop = DemoShop.load(crawled_demo_shop.demo_shop_dir)
     product_pages = {urlsplit(u).path for u in seen if "/p/" in u}
