@@ -1,4 +1,4 @@
-"""`fashion-pipeline`: demo, serve, recommend, evaluate, stack, contact-sheet. Each subcommand lives in fashion_pipeline/commands/."""
+"""`fashion-pipeline`: demo, serve, recommend, evaluate, stack, contact-sheet, release. Each subcommand lives in fashion_pipeline/commands/."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ COMMANDS = {
     "evaluate": "Score the champion models on a labelled folder of your own photos.",
     "stack": "The server deployment on this machine: PostgreSQL, MLflow server, Dagster webserver and daemon.",
     "contact-sheet": "Draw one picture of what the app answers for a set of photos (boxes, categories, products).",
+    "release": "List the serving releases, or roll the app back to the previous one (or --to ID).",
 }
 
 

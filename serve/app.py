@@ -1,7 +1,8 @@
 """The shopping app: `POST /api/recommend`, `GET /healthz`, product images and the one page at `GET /`.
 
-It reads the materialized files only, through one `Recommender` loaded at start. Model inference is
-CPU-bound, so it runs in worker threads, at most `inference_workers` at a time: a burst of requests
+It reads the materialized files only, through the `Recommender` of the current serving release, loaded at
+start and reloaded between requests when the release pointer moves (lib/retrieval/release_watch.py). Model
+inference is CPU-bound, so it runs in worker threads, at most `inference_workers` at a time: a burst of requests
 queues instead of oversubscribing the cores or decoding every photo at once.
 """
 
@@ -24,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fashion_pipeline.lib.common.images import ImageError
 from fashion_pipeline.lib.retrieval.query import QueryError
 from fashion_pipeline.lib.retrieval.recommender import Recommender
+from fashion_pipeline.lib.retrieval.release_watch import DEFAULT_CHECK_S, ServedRelease
 from fashion_pipeline.lib.samples.demo_shop import public_url as demo_shop_public_url
 from serve.upload import IMAGE_FIELD, UploadError, read_upload
 
@@ -53,11 +55,14 @@ class ServeSettings:
     allowed_origins: tuple[str, ...] = ()
     # Open connections uvicorn accepts before answering 503 (`limit_concurrency`).
     max_connections: int = 64
+    # Seconds between two looks at the release pointer (`FASHION_RELEASE_CHECK_S`): a new release is served
+    # that long after it is switched in, plus its loading time.
+    release_check_s: float = DEFAULT_CHECK_S
 
     @classmethod
     def from_env(cls) -> ServeSettings:
-        """`FASHION_MAX_UPLOAD_MB`, `FASHION_INFERENCE_WORKERS`, `FASHION_MAX_WAITING` and
-        `FASHION_ALLOWED_ORIGINS` (comma-separated), when set."""
+        """`FASHION_MAX_UPLOAD_MB`, `FASHION_INFERENCE_WORKERS`, `FASHION_MAX_WAITING`,
+        `FASHION_ALLOWED_ORIGINS` (comma-separated) and `FASHION_RELEASE_CHECK_S`, when set."""
         default = cls()
         origins = os.environ.get("FASHION_ALLOWED_ORIGINS", "")
         return cls(
@@ -65,6 +70,7 @@ class ServeSettings:
             inference_workers=int(os.environ.get("FASHION_INFERENCE_WORKERS", default.inference_workers)),
             max_waiting=int(os.environ.get("FASHION_MAX_WAITING", default.max_waiting)),
             allowed_origins=tuple(o.strip().rstrip("/") for o in origins.split(",") if o.strip()),
+            release_check_s=float(os.environ.get("FASHION_RELEASE_CHECK_S", default.release_check_s)),
         )
 
     def allowed_hosts(self) -> set[str]:
@@ -94,13 +100,17 @@ def _origin_problem(request: Request, allowed_origins: tuple[str, ...], allowed_
     return f"photos from pages of {origin} are refused: only this app's page (or FASHION_ALLOWED_ORIGINS) may send"
 
 
-def create_app(recommender: Recommender, settings: ServeSettings | None = None) -> FastAPI:
-    """The app around an already loaded recommender (tests pass one built from fakes)."""
+def create_app(recommender: Recommender | ServedRelease, settings: ServeSettings | None = None) -> FastAPI:
+    """The app around the served release (`serve` passes one that follows the pointer), or around a fixed,
+    already loaded recommender (tests pass one built from fakes)."""
     settings = settings or ServeSettings()
     if settings.inference_workers < 1:
         raise ValueError(f"inference_workers must be at least 1, got {settings.inference_workers}")
+    served = recommender if isinstance(recommender, ServedRelease) else ServedRelease(recommender)
+    recommender = served.recommender  # the data root (images, demo shop) is the same for every release
     app = FastAPI(title="fashion-pipeline", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.recommender = recommender
+    app.state.served = served
+    app.state.recommender = recommender  # the one serving now; the middleware below keeps it current
     app.state.settings = settings
     limiters: dict[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = {}
 
@@ -123,6 +133,13 @@ def create_app(recommender: Recommender, settings: ServeSettings | None = None) 
             problem = _origin_problem(request, settings.allowed_origins, allowed_hosts)
             if problem:
                 return _error(403, problem)
+        return await call_next(request)
+
+    @app.middleware("http")
+    async def current_release(request: Request, call_next) -> Response:
+        # Between requests: the pointer is looked at (a readlink, at most every release_check_s) and a newer
+        # release loads in a thread. This request answers with the recommender it gets here, to its end.
+        request.state.recommender = app.state.recommender = served.current()
         return await call_next(request)
 
     @app.middleware("http")
@@ -171,16 +188,21 @@ def create_app(recommender: Recommender, settings: ServeSettings | None = None) 
         served_shop = {"url": demo_shop_public_url(), "served_at": f"{DEMO_SHOP_PATH}/"}
 
     @app.get("/healthz")
-    async def healthz() -> dict:
-        health = {**recommender.health(), "max_upload_bytes": settings.max_upload_bytes}
+    async def healthz(request: Request) -> dict:
+        # `release`: the one answering; `newer_release`: the one the pointer names while it loads or failed to.
+        health = {
+            **request.state.recommender.health(),
+            **served.status(),
+            "max_upload_bytes": settings.max_upload_bytes,
+        }
         return {**health, "demo_shop": served_shop} if served_shop else health
 
     images_dir = recommender.paths.catalog_images_dir.resolve() if recommender.paths else None
 
     @app.get("/images/{product_id:path}")
-    async def product_image(product_id: str) -> Response:
+    async def product_image(product_id: str, request: Request) -> Response:
         # The path comes from the catalog row of this product id, never from the request.
-        path = recommender.product_image_path(product_id)
+        path = request.state.recommender.product_image_path(product_id)
         # Only the catalog's image folder is served: a row naming another file under the data root (the
         # Parquet tables, a model) is refused as if it had no image.
         if path is None or images_dir is None or not path.resolve().is_relative_to(images_dir):
@@ -204,6 +226,7 @@ def create_app(recommender: Recommender, settings: ServeSettings | None = None) 
             held["requests"] -= 1
 
     async def _recommend(request: Request) -> JSONResponse:
+        recommender = request.state.recommender  # one release for the whole request
         upload = await read_upload(request, settings.max_upload_bytes)
         # The options may also come in the URL (?k=5&site=...), for scripts; form fields win.
         fields = {**request.query_params, **upload.fields}

@@ -21,13 +21,13 @@ def run(args: argparse.Namespace) -> int:
     from fashion_pipeline.lib.common.images import ImageError
     from fashion_pipeline.lib.common.paths import DataPaths
     from fashion_pipeline.lib.retrieval.query import QueryError, RecommenderError
-    from fashion_pipeline.lib.retrieval.recommender import Recommender
+    from fashion_pipeline.lib.retrieval.release_watch import load_current
 
     if not args.image.is_file():
         print(f"fashion-pipeline recommend: {args.image} is not a file", file=sys.stderr)
         return 2
     try:
-        recommender = Recommender.from_paths(DataPaths.from_env())
+        recommender, _ = load_current(DataPaths.from_env())  # the current release, as the app answers
         query = recommender.make_query(k=args.k, category=args.category, max_price=args.max_price, site=args.site)
         answer = recommender.recommend_bytes(args.image, query).to_dict()
     except (RecommenderError, QueryError, ImageError) as exc:

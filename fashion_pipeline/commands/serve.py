@@ -1,4 +1,8 @@
-"""`fashion-pipeline serve`: the shopping page and HTTP API over the materialized files."""
+"""`fashion-pipeline serve`: the shopping page and HTTP API over the current serving release.
+
+Without a release (a data root from before them) it serves the data root's files and says so; a release
+materialized later is picked up without a restart, as is every later one and every rollback.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     from fashion_pipeline.lib.common.paths import DataPaths
     from fashion_pipeline.lib.retrieval.query import RecommenderError
-    from fashion_pipeline.lib.retrieval.recommender import Recommender
+    from fashion_pipeline.lib.retrieval.release_watch import ServedRelease
     from serve.app import ServeSettings, create_app
 
     settings = ServeSettings.from_env()
@@ -41,22 +45,23 @@ def run(args: argparse.Namespace) -> int:
         settings = dataclasses.replace(settings, inference_workers=args.workers)
     paths = DataPaths.from_env()
     try:
-        # Loaded before the server starts: a stale index stops it here with the asset to rematerialize.
-        recommender = Recommender.from_paths(paths)
+        # Loaded before the server starts: a release that cannot be served stops it here with the reason.
+        served = ServedRelease.start(paths, check_interval_s=settings.release_check_s)
     except RecommenderError as exc:
         print(f"fashion-pipeline serve: cannot start: {exc}", file=sys.stderr)
         return 1
     # Requests already run `inference_workers` at a time: one BLAS thread each keeps the k-NN scans from
     # oversubscribing the cores (an exact 10k scan: 4.5 ms single-threaded, 10.7 ms p50 with 2 threads busy).
     blas_limits = threadpool_limits(limits=1, user_api="blas")
-    health = recommender.health()
+    health = served.recommender.health()
+    release = f"release {served.release_id}" if served.release_id else "no release: the data root's files"
     print(
-        f"Serving {health['products']} products (detector v{health['detector_version']}, "
+        f"Serving {health['products']} products ({release}; detector v{health['detector_version']}, "
         f"embedder v{health['embedder_version']}) at http://{args.host}:{args.port}/",
         flush=True,
     )
     uvicorn.run(
-        create_app(recommender, settings),
+        create_app(served, settings),
         host=args.host,
         port=args.port,
         log_level="info",

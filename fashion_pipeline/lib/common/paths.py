@@ -133,3 +133,19 @@ class DataPaths:
     def labelled_catalog_features(self) -> Path:
         """The labelled catalog's features, cached for retrieval_projection and real_retrieval_evaluation."""
         return self.root / "retrieval" / "labelled_catalog_features.npz"
+
+    # --- serving releases (lib/retrieval/release.py) --------------------------------------------------
+    @property
+    def releases_dir(self) -> Path:
+        """serving_release: one folder per release (models, indexes, catalog snapshot, manifest.json)."""
+        return self.root / "releases"
+
+    @property
+    def current_release(self) -> Path:
+        """The symlink naming the release the app serves, switched atomically."""
+        return self.releases_dir / "current"
+
+    @property
+    def release_history(self) -> Path:
+        """The releases switched to, newest last: what a rollback returns to."""
+        return self.releases_dir / "history.json"

@@ -121,6 +121,18 @@ class Recommender:
         recommender.warm_up()
         return recommender
 
+    @classmethod
+    def from_release(cls, paths: DataPaths, release_dir: Path) -> Recommender:
+        """Load a serving release (lib/retrieval/release.py) of the data root `paths`.
+
+        The release folder holds the served files in the data root's own layout (models/, index/,
+        catalog/products.parquet), so it loads as a data root; product images and the demo shop stay under
+        `paths`, which the loaded recommender serves them from.
+        """
+        recommender = cls.from_paths(DataPaths(root=Path(release_dir)))
+        recommender.paths = paths
+        return recommender
+
     def warm_up(self) -> None:
         """Run each model once, so graph tracing and allocation happen now and not in a shopper's request."""
         blank = Image.new("RGB", (64, 64), (128, 128, 128))
