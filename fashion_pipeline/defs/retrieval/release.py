@@ -39,8 +39,10 @@ def _by_category_md(manifest: dict[str, Any]) -> str:
     group_name=GROUP,
     pool="retrieval",  # never beside a knn_index run that swaps the folder being released
     kinds={"python"},
-    deps=[knn_index, dg.AssetKey("garment_classifier"), dg.AssetKey("garment_detector")],
-    # Follows every rebuilt index and every new champion (catalog_automation targets the retrieval group).
+    # The classifier is upstream of knn_index already: a new classifier champion is released once its indexes
+    # are rebuilt (a release before that would be refused). A new detector needs no new index.
+    deps=[knn_index, dg.AssetKey("garment_detector")],
+    # Follows every rebuilt index and every new detector (catalog_automation targets the retrieval group).
     automation_condition=dg.AutomationCondition.eager(),
     check_specs=[
         dg.AssetCheckSpec(

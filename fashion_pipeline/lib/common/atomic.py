@@ -138,6 +138,28 @@ def atomic_dir(target: Path) -> Iterator[Path]:
                 shutil.rmtree(tmp, ignore_errors=True)
 
 
+def fsync_tree(folder: Path) -> None:
+    """Flush every file and folder under `folder`, before a rename or a link makes it reachable as complete."""
+    _fsync_tree(Path(folder))
+
+
+def replace_symlink(link: Path, points_to: str) -> None:
+    """Make `link` a symlink to `points_to` in one rename: a reader sees the old target or the new, never none.
+
+    The new link is made beside it under a temp name (`.<name>.<random>.tmp`, which a killed writer may leave
+    for its caller to clean), renamed over it, and the folder fsynced so the switch survives a power cut.
+    """
+    link = Path(link)
+    tmp = link.parent / f".{link.name}.{os.urandom(8).hex()}.tmp"
+    os.symlink(points_to, tmp)
+    try:
+        os.replace(tmp, link)
+    finally:
+        if tmp.is_symlink():
+            tmp.unlink()
+    _fsync(link.parent)
+
+
 def write_parquet(df: pd.DataFrame, target: Path) -> Path:
     with atomic_path(target) as tmp:
         df.to_parquet(tmp, index=False)

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from fashion_pipeline.lib.common.atomic import write_json
+from fashion_pipeline.lib.common.atomic import fsync_tree, write_json
 from fashion_pipeline.lib.common.paths import DataPaths
 from fashion_pipeline.lib.retrieval import knn
 from fashion_pipeline.lib.retrieval import release_pointer as pointer
@@ -131,8 +131,9 @@ def describe(folder: Path, paths: DataPaths, stored: dict[str, int], now: dateti
         if p.name != MANIFEST_FILE or p.parent != folder
     }
     manifests = {m.category: m for m in (knn.read_manifest(d) for d in _index_folders(served.index_dir))}
-    products = pd.read_parquet(served.products, columns=["product_id", "site", "image_path"])
-    with_image = products["image_path"].dropna().astype(str)
+    products = pd.read_parquet(served.products)
+    # A catalog without these columns is refused by the load check, which names the asset to rematerialize.
+    with_image = products.get("image_path", pd.Series(dtype=object)).dropna().astype(str)
     # Relative to the data root (as product_catalog writes them) or, in older rows, to catalog/images.
     present = sum(any((base / p).is_file() for base in (paths.root, paths.catalog_images_dir)) for p in with_image if p)
     return {
@@ -151,7 +152,10 @@ def describe(folder: Path, paths: DataPaths, stored: dict[str, int], now: dateti
         },
         "catalog": {
             "products": len(products),
-            "by_site": {str(s): int(n) for s, n in products["site"].value_counts().sort_index().items()},
+            "by_site": {
+                str(s): int(n)
+                for s, n in products.get("site", pd.Series(dtype=object)).value_counts().sort_index().items()
+            },
         },
         "referenced": {
             "catalog/images": IMAGES_NOTE,
@@ -233,8 +237,14 @@ def build_release(
     now = now or datetime.now(UTC)
     releases = paths.releases_dir
     releases.mkdir(parents=True, exist_ok=True)
-    with pointer.locked(paths), _build_folder(releases) as folder:
-        pointer.remove_leftovers(paths)
+    with pointer.locked(paths):
+        pointer.remove_leftovers(paths)  # before this build's own temporary folder exists
+        return _build_locked(paths, load, keep, now)
+
+
+def _build_locked(paths: DataPaths, load: Loader, keep: int, now: datetime) -> BuildOutcome:
+    releases = paths.releases_dir
+    with _build_folder(releases) as folder:
         stored = {"linked": 0, "copied": 0}
         for relative, source in served_parts(paths).items():
             for key, count in _snapshot(source, folder / relative).items():
@@ -253,6 +263,7 @@ def build_release(
         target = releases / release_id
         if target.exists():
             raise ReleaseError(f"{target} already exists: a release of the same content in the same millisecond")
+        fsync_tree(folder)  # the links are on disk before the pointer can name them
         os.replace(folder, target)
         pointer.switch(paths, release_id, how="release")
         pruned = pointer.prune(paths, keep)

@@ -13,14 +13,12 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from fashion_pipeline.lib.common.atomic import write_json
+from fashion_pipeline.lib.common.atomic import replace_symlink, write_json
 from fashion_pipeline.lib.common.paths import DataPaths
 
 log = logging.getLogger(__name__)
@@ -41,14 +39,6 @@ def current_release_id(paths: DataPaths) -> str | None:
         return os.readlink(paths.current_release)
     except FileNotFoundError:
         return None
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager
@@ -113,10 +103,7 @@ def _write_history(paths: DataPaths, stack: list[dict[str, Any]]) -> None:
 
 
 def _point_at(paths: DataPaths, release_id: str) -> None:
-    link = paths.releases_dir / f".current.{uuid.uuid4().hex}.tmp"
-    os.symlink(release_id, link)  # relative: the data root may move
-    os.replace(link, paths.current_release)
-    _fsync_dir(paths.releases_dir)
+    replace_symlink(paths.current_release, release_id)  # relative: the data root may move
 
 
 def switch(paths: DataPaths, release_id: str, how: str) -> None:
