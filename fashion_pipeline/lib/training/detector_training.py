@@ -46,6 +46,9 @@ class DetectorSettings:
     patience: int = 20  # epochs without fitness improvement before early stopping
     time_minutes: float = 0.0  # > 0: stop after this long (ultralytics fits its schedule to the budget)
     close_mosaic: int = 10  # last epochs trained without mosaic augmentation
+    # Validate after every epoch (early stopping, best-epoch choice) or only after the last one; the champion
+    # gate's score is the final validation either way.
+    validate_every_epoch: bool = True
     warmup_epochs: float = 3.0  # learning-rate warm-up; a short run cannot spend 3 epochs on it
     optimizer: str = "auto"  # ultralytics' choice (SGD for long runs), or "AdamW", "SGD", ...
     lr0: float = 0.01  # initial learning rate; ignored by optimizer="auto"
@@ -110,6 +113,9 @@ PROFILES: dict[str, DetectorSettings] = {
         patience=5,
         time_minutes=0.0,
         close_mosaic=2,
+        # A 5-epoch run keeps improving to its last epoch (mAP50 0.44 -> 0.68 on validation, rising each epoch),
+        # so per-epoch validation only costs time: about 20 s of each 160 s epoch on 2 cores.
+        validate_every_epoch=False,
         warmup_epochs=1.0,
         optimizer="auto",
         cache=True,
@@ -208,6 +214,7 @@ def train_detector(
         patience=settings.patience,
         time=settings.time_minutes / 60 if settings.time_minutes > 0 else None,
         close_mosaic=settings.close_mosaic,
+        val=settings.validate_every_epoch,
         warmup_epochs=settings.warmup_epochs,
         optimizer=settings.optimizer,
         lr0=settings.lr0,
