@@ -11,9 +11,12 @@ import re
 import httpx
 import pytest
 
+from fashion_pipeline.lib.retrieval.category_rule import CategoryRule
 from fashion_pipeline.lib.retrieval.query import NO_GARMENT_MESSAGE
 from fashion_pipeline_tests.browser_support import app_page, chromium, playwright_session
-from fashion_pipeline_tests.fixtures_serving import TWO_GARMENTS, encode, garment_photo
+from fashion_pipeline_tests.fixtures_category import reading, said_recommender
+from fashion_pipeline_tests.fixtures_serving import TWO_GARMENTS, FakeDetection, LiveServer, encode, garment_photo
+from serve.app import ServeSettings, create_app
 
 pytestmark = pytest.mark.browser
 
@@ -106,3 +109,41 @@ def test_no_garment_and_bad_files_show_a_message(page, console_errors):
     # Chromium logs every 4xx answer; this one is the expected refusal of the bad file.
     assert console_errors == ["Failed to load resource: the server responded with a status of 400 (Bad Request)"]
     console_errors.clear()
+
+
+def test_each_product_card_says_why_it_is_shown(page):
+    upload(page, "street.jpg", encode(garment_photo(TWO_GARMENTS), "JPEG", quality=92), "image/jpeg")
+    page.locator(".garment", has_text="skirt").click()
+    page.wait_for_function("() => document.querySelector('#results-title').textContent.includes('skirt')")
+    page.locator(".product-card").nth(5).wait_for()
+    whys = page.locator(".product-why").all_text_contents()
+    # The shop states no colour here, so the category searched is all there is to say.
+    assert whys == ["Why: skirt, the category detected in your photo"] * 6
+    assert page.locator(".product-why").first.is_visible()
+
+
+@pytest.fixture(scope="module")
+def said_server(serving_catalog):
+    """The app whose detector sees a dress at 40 % and whose classifier reads the crop as a short at 90 %."""
+    recommender = said_recommender(
+        serving_catalog,
+        [FakeDetection((60.0, 40.0, 200.0, 180.0), "dress", 0.4)],
+        reading("short", 0.9),
+        category_rule=CategoryRule("classifier_above", min_probability=0.6),
+    )
+    with LiveServer(create_app(recommender, ServeSettings())) as server:
+        yield server
+
+
+def test_a_category_the_classifier_decided_is_shown_searched_and_explained(browser, said_server, console_errors):
+    with app_page(browser, said_server.url, console_errors) as page:
+        upload(page, "product.jpg", encode(garment_photo({"dress": (60, 40, 200, 180)}), "JPEG"), "image/jpeg")
+        page.locator(".product-card").nth(5).wait_for()
+        garment = page.locator(".garment")
+        assert garment.locator(".garment-category").all_text_contents() == ["short"]
+        assert garment.locator(".garment-score").text_content() == "classifier 90% sure"  # not the detector's 40 %
+        assert garment.get_attribute("title") == "The detector said dress; the classifier says short."
+        assert page.locator("#results-title").text_content() == "Products like the short"
+        assert sorted(page.locator(".product-name").all_text_contents()) == [f"Short no. {i}" for i in range(6)]
+        whys = page.locator(".product-why").all_text_contents()
+        assert whys == ["Why: short, as the classifier reads this garment (90%)"] * 6

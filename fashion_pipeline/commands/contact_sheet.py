@@ -48,13 +48,22 @@ def run(args: argparse.Namespace) -> int:
             continue
         answer = recommender.recommend(image, query)
         rows.append(_row(photo.name, image, answer, recommender, args.k))
-        found = ", ".join(f"{g.category} {g.score:.2f}" for g in answer.detections) or "nothing"
+        found = ", ".join(_said(g) for g in answer.detections) or "nothing"
         print(f"{photo.name}: {found}")
     sheet = _stack(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out, **({"quality": 85} if args.out.suffix.lower() in (".jpg", ".jpeg") else {}))
     print(f"contact sheet of {len(rows)} photos written to {args.out}")
     return 0
+
+
+def _said(garment) -> str:
+    """One garment as searched, and what each model said of it (the category shown is the one searched)."""
+    detector = f"detector {garment.detected_category} {garment.score:.2f}" if garment.detected_category else ""
+    classifier = (
+        f"classifier {garment.classifier_probability:.2f}" if garment.classifier_probability is not None else ""
+    )
+    return f"{garment.category} [{garment.searched_as}: {', '.join(filter(None, (detector, classifier)))}]"
 
 
 def _row(name, image, answer, recommender, k):

@@ -82,6 +82,8 @@ function productCard(product) {
   card.querySelector(".product-price").textContent = priceText(product);
   card.querySelector(".product-site").textContent = product.site;
   card.querySelector(".product-similarity").textContent = similarityText(product.score);
+  // The server's words (lib/retrieval/query.py `explain`): the category searched and how it was decided.
+  card.querySelector(".product-why").textContent = product.why ? `Why: ${product.why}` : "";
   const link = card.querySelector(".product-link");
   const url = shopLink(product.url);
   if (isWebUrl(url)) {
@@ -154,12 +156,20 @@ function showAnswer(answer) {
     if (garment.crop) crop.src = garment.crop;
     crop.alt = `The ${garment.category} in your photo`;
     button.querySelector(".garment-category").textContent = garment.category;
-    // The detector's confidence is for the category it chose: once the shopper picks another one, showing
-    // it would claim a certainty nobody has about the new category.
+    // The detector's confidence is for the category it chose: once the shopper picks another one, or the
+    // classifier's reading of the crop replaced it, showing it would claim a certainty nobody has about the
+    // category shown; the classifier's own probability is what is known then.
     let note = `${Math.round(garment.score * 100)}% sure`;
     if (garment.score <= 0) note = "whole photo";
     else if (chosenCategory()) note = `searched as ${garment.category}`;
+    else if (garment.searched_as === "classified" && garment.classifier_probability !== null) {
+      note = `classifier ${Math.round(garment.classifier_probability * 100)}% sure`;
+    }
     button.querySelector(".garment-score").textContent = note;
+    const detectorSaid = garment.detected_category;
+    if (detectorSaid && detectorSaid !== garment.category && garment.searched_as === "classified") {
+      button.title = `The detector said ${detectorSaid}; the classifier says ${garment.category}.`;
+    }
     button.dataset.category = garment.category;
     button.addEventListener("click", () => pick(index));
     list.append(button);

@@ -263,9 +263,32 @@ class RetrievalEmbedder:
 
     def embed_with_colours(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """`embed`'s vectors and each image's colour descriptor (computed once when the layout uses it)."""
+        vectors, colours, _ = self._embed(images, classify=False)
+        return vectors, colours
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The champion's classes, in the order of `embed_classify`'s probabilities; () when it does not classify."""
+        if not hasattr(self.backbone, "embed_and_classify"):
+            return ()
+        return tuple(getattr(self.backbone, "classes", ()))
+
+    def embed_classify(self, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """`embed_with_colours` and the champion's class probabilities (N, len(classes)) from the same forward
+        pass (lib/training/embedder.py `embed_and_classify`); None when the backbone only embeds."""
+        return self._embed(images, classify=bool(self.classes))
+
+    def _embed(self, images: Sequence[Image.Image], classify: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if len(images) == 0:
-            return np.zeros((0, self.embedding_dim), np.float32), np.zeros((0, colour.DIMENSION), np.float32)
-        parts = image_parts(images, np.asarray(self.backbone.embed(images), np.float32), self.layout)
+            empty = np.zeros((0, len(self.classes)), np.float32) if classify else None
+            return np.zeros((0, self.embedding_dim), np.float32), np.zeros((0, colour.DIMENSION), np.float32), empty
+        probabilities = None
+        if classify:
+            backbone, probabilities = self.backbone.embed_and_classify(images)  # type: ignore[attr-defined]
+            probabilities = np.asarray(probabilities, np.float32)
+        else:
+            backbone = self.backbone.embed(images)
+        parts = image_parts(images, np.asarray(backbone, np.float32), self.layout)
         vectors = self.layout.vectors(project_parts(parts, self.layout, self.projection))
         colours = parts[COLOUR] if COLOUR in parts else colour.colour_descriptors(images, self.layout.colour_settings)
-        return vectors, colours
+        return vectors, colours, probabilities

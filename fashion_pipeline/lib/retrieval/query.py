@@ -66,6 +66,12 @@ class Garment:
     crop: str | None = None  # data:image/jpeg;base64,... when the query asked for crops
     # The colour family holding at least half of the crop's garment pixels; None when no family does.
     colour_family: str | None = None
+    # How `category` was decided (lib/retrieval/category_rule.py): "detected", "classified" (the classifier's
+    # reading of the crop, preferred to the detector's by the category rule), "chosen", "whole photo" (chosen,
+    # nothing boxed) or "whole photo classified" (nothing boxed, the classifier's reading of the whole photo).
+    searched_as: str = "detected"
+    detected_category: str | None = None  # the detector's own category for the box; None for the whole photo
+    classifier_probability: float | None = None  # the classifier's probability of `category`; None without one
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,9 @@ class RecommendAnswer:
                 "category": garment.category,
                 "score": garment.score,
                 "colour_family": garment.colour_family,
+                "searched_as": garment.searched_as,
+                "detected_category": garment.detected_category,
+                "classifier_probability": garment.classifier_probability,
                 "recommendations": [vars(r).copy() for r in garment.recommendations],
             }
             if garment.crop is not None:
@@ -95,16 +104,26 @@ class RecommendAnswer:
         }
 
 
-def explain(category: str, searched_as: str, photo_family: str | None, product: Recommendation) -> str:
+def explain(
+    category: str,
+    searched_as: str,
+    photo_family: str | None,
+    product: Recommendation,
+    probability: float | None = None,
+) -> str:
     """The `why` of one recommendation: only what is known, never a certainty the system does not have.
 
-    `searched_as` is "detected", "chosen" or "whole photo". The colour family is named only when the crop's
-    dominant colour (from its pixels) and the shop's stated colour fall in the same family.
+    `searched_as` is the garment's (`Garment.searched_as`); `probability`, the classifier's probability of
+    `category`, is said where the classifier decided the category. The colour family is named only when the
+    crop's dominant colour (from its pixels) and the shop's stated colour fall in the same family.
     """
+    said = f" ({probability:.0%})" if probability is not None else ""
     reason = {
         "detected": f"{category}, the category detected in your photo",
+        "classified": f"{category}, as the classifier reads this garment{said}",
         "chosen": f"{category}, the category you chose",
         "whole photo": f"{category}, searched with the whole photo",
+        "whole photo classified": f"{category}, as the classifier reads your whole photo{said}",
     }[searched_as]
     if photo_family is not None and product.colour_family == photo_family:
         reason += f"; same colour family as your photo ({photo_family})"

@@ -25,6 +25,7 @@ from fashion_pipeline.lib.common.categories import CATEGORIES
 from fashion_pipeline.lib.common.images import load_image, upright_size
 from fashion_pipeline.lib.common.paths import DataPaths
 from fashion_pipeline.lib.deepfashion2.crops import CropSettings, crop_box
+from fashion_pipeline.lib.retrieval.category_rule import DEFAULT_RULE, CategoryRule, decide_garment, readings
 from fashion_pipeline.lib.retrieval.colour import dominant_family
 from fashion_pipeline.lib.retrieval.layout import LayoutError, RetrievalEmbedder, legacy_layout
 from fashion_pipeline.lib.retrieval.query import (
@@ -75,12 +76,14 @@ class Recommender:
         paths: DataPaths | None = None,
         embeddings_versions: set[int] | None = None,
         detection_confidence: float = 0.25,
+        category_rule: CategoryRule = DEFAULT_RULE,
     ) -> None:
         embedder = _layout_embedder(embedder, indexes)
         check_index_versions(indexes, embedder, embeddings_versions)
         self.detector = detector
         self.embedder = embedder
         self.detection_confidence = detection_confidence
+        self.category_rule = category_rule  # how a box's category is decided (lib/retrieval/category_rule.py)
         self.paths = paths  # where downloaded product images are looked up; None serves none
         self.products = Products(prepare_products(products))
         self.sites: tuple[str, ...] = tuple(sorted(set(self.products.table["site"].astype(str))))
@@ -254,43 +257,57 @@ class Recommender:
         )
         margin = CropSettings().margin  # the classifier was trained on crops with this margin
         boxes: list[tuple[int, int, int, int]] = []
-        found: list[tuple[list[float], str, float]] = []
+        found: list[tuple[list[float], str | None, float]] = []  # box, the detector's category, its score
         for detection in detections:
             pixels = crop_box(image, detection.box, margin)
             if pixels[2] - pixels[0] < MIN_BOX_SIDE or pixels[3] - pixels[1] < MIN_BOX_SIDE:
                 continue
-            category = query.category or detection.category
             box = [round(float(v), 1) for v in detection.box]
-            found.append((box, category, round(float(detection.score), 4)))
+            found.append((box, detection.category, round(float(detection.score), 4)))
             boxes.append(pixels)
             if len(found) == MAX_DETECTIONS:
                 break
-        message = None
-        if not found and query.category is not None:
-            # The shopper named the category: search with the whole photo rather than answer nothing.
+        whole = not found
+        if whole and (query.category is not None or self.embedder.classes):
+            # Nothing boxed: a product shot or a flat lay is one garment. Search the whole photo as the
+            # shopper's category, or as the classifier's when it is sure enough (category_rule.whole_photo).
             boxes = [(0, 0, image.width, image.height)]
-            found = [([0.0, 0.0, float(image.width), float(image.height)], query.category, 0.0)]
-            message = f"No garment found; searched the whole photo as {query.category}."
+            found = [([0.0, 0.0, float(image.width), float(image.height)], None, 0.0)]
         if not found:
             return RecommendAnswer(detections=[], message=NO_GARMENT_MESSAGE, image_size=image.size)
 
         crops = [image.crop(pixels) for pixels in boxes]
-        embeddings, colours = self.embedder.embed_with_colours(crops)  # (G, D), one batch per photo
-        results = self._search(np.asarray(embeddings, np.float32), [category for _, category, _ in found], query)
-        searched_as = "whole photo" if message else ("chosen" if query.category else "detected")
+        # One forward pass per photo: the crops' embeddings and the classifier's reading of each crop.
+        embeddings, colours, probabilities = self.embedder.embed_classify(crops)
+        decisions = [
+            decide_garment(detected, score, reading, query.category, self.category_rule)
+            for (_, detected, score), reading in zip(
+                found, readings(self.embedder.classes, probabilities, len(crops)), strict=True
+            )
+        ]
+        if decisions[0] is None:  # the whole photo, and the classifier is unsure what it shows
+            return RecommendAnswer(detections=[], message=NO_GARMENT_MESSAGE, image_size=image.size)
+        message = decisions[0].message if whole else None
+        results = self._search(np.asarray(embeddings, np.float32), [d.category for d in decisions], query)
         garments = []
-        for (box, category, score), recommendations, crop, family in zip(
-            found, results, crops, dominant_family(colours), strict=True
+        for (box, detected, score), decision, recommendations, crop, family in zip(
+            found, decisions, results, crops, dominant_family(colours), strict=True
         ):
-            explained = [replace(r, why=explain(category, searched_as, family, r)) for r in recommendations]
+            category, probability = decision.category, decision.probability
+            why = [
+                replace(r, why=explain(category, decision.searched_as, family, r, probability)) for r in recommendations
+            ]
             garments.append(
                 Garment(
                     box=box,
                     category=category,
                     score=score,
-                    recommendations=explained,
+                    recommendations=why,
                     crop=_data_url(crop) if query.include_crops else None,
                     colour_family=family,
+                    searched_as=decision.searched_as,
+                    detected_category=detected,
+                    classifier_probability=None if probability is None else round(probability, 4),
                 )
             )
         if message is None and not any(g.recommendations for g in garments):
