@@ -7,24 +7,33 @@
   pixel is black hides its garments from it: a detector miss.
 - `retrieval_world` writes a DeepFashion2-like validation split (user and shop photos, pairs, styles, a
   style-0 item, an unanswerable user item, one photo the detector misses), `garment_items.parquet`, a
-  catalog with demo-shop products (sku = pair-style-category_id) plus another shop's products and one
-  product whose image is missing, and the champion classifier's metadata.json, under a temporary data root.
+  catalog with demo-shop products (sku = pair-style-category_id) plus another shop's (`OTHER_SITE`, a site of
+  crawl/sites.yaml, so it is a partition of catalog_embeddings) products and one product whose image is
+  missing, and the champion classifier's metadata.json, under a temporary data root.
+- `materialize_retrieval` runs retrieval assets as Dagster launches them: catalog_embeddings once per site
+  partition, then the unpartitioned assets in one run.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
+from fashion_pipeline.defs.resources import DataPathsResource
 from fashion_pipeline.lib.common.categories import CATEGORY_MAP
 from fashion_pipeline.lib.common.paths import DataPaths
 
+# The world's second shop: any configured site (a partition of catalog_embeddings) other than demo_shop.
+OTHER_SITE = "darveys"
+WORLD_SITES = ("demo_shop", OTHER_SITE)
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
 HISTOGRAM_BINS = 4
@@ -218,10 +227,10 @@ def build_retrieval_world(root: Path) -> RetrievalWorld:
         product_rows.append(_product("demo_shop", sku, category_of[key], path, 20.0 + key[0]))
     for i, colour in enumerate(PALETTE[8:12]):
         category = ("shirt", "skirt", "short", "dress")[i]
-        path = image_root / "other_shop" / f"o{i}.png"
+        path = image_root / OTHER_SITE / f"o{i}.png"
         _draw(path, (64, 96), [(colour, (4, 4, 60, 92))])
-        product_rows.append(_product("other_shop", f"o{i}", category, path, 10.0 + i))
-    product_rows.append(_product("other_shop", "dead", "shirt", None, 5.0))
+        product_rows.append(_product(OTHER_SITE, f"o{i}", category, path, 10.0 + i))
+    product_rows.append(_product(OTHER_SITE, "dead", "shirt", None, 5.0))
     products = pd.DataFrame(product_rows)
     paths.products.parent.mkdir(parents=True, exist_ok=True)
     products.to_parquet(paths.products, index=False)
@@ -297,3 +306,66 @@ def demo_shop_catalog(items: pd.DataFrame, paths: DataPaths) -> pd.DataFrame:
 def retrieval_world(tmp_path: Path) -> RetrievalWorld:
     """A tiny validation split, catalog and champion metadata under a fresh data root (see module doc)."""
     return build_retrieval_world(tmp_path / "data")
+
+
+@dataclass
+class RetrievalRuns:
+    """The runs of one `materialize_retrieval`: site partition (None: the unpartitioned assets) -> its run."""
+
+    by_partition: dict[str | None, dg.ExecuteInProcessResult]
+
+    @property
+    def success(self) -> bool:
+        return all(result.success for result in self.by_partition.values())
+
+    def checks(self, partition: str | None = None) -> dict[str, dg.AssetCheckEvaluation]:
+        """Check name -> evaluation in the run of `partition` (None: the unpartitioned assets' run)."""
+        return {e.check_name: e for e in self.by_partition[partition].get_asset_check_evaluations()}
+
+    def metadata(self, asset: str, partition: str | None = None) -> dict:
+        events = self.by_partition[partition].get_asset_materialization_events()
+        [event] = [e for e in events if e.asset_key.to_user_string() == asset]
+        return {key: value.value for key, value in event.materialization.metadata.items()}
+
+    def materialized(self) -> set[tuple[str, str | None]]:
+        """(asset, partition) of every materialization."""
+        return {
+            (event.asset_key.to_user_string(), partition)
+            for partition, result in self.by_partition.items()
+            for event in result.get_asset_materialization_events()
+        }
+
+
+def materialize_retrieval(
+    selection: Sequence[dg.AssetsDefinition],
+    root: Path,
+    sites: Sequence[str] = WORLD_SITES,
+    resources: dict | None = None,
+    run_config: dict | None = None,
+    raise_on_error: bool = True,
+    instance: dg.DagsterInstance | None = None,
+) -> RetrievalRuns:
+    """The partitioned assets of `selection` once per site in `sites`, then the others in one run (a job cannot
+    mix them). `run_config`'s ops settings go to the runs whose assets they name."""
+    resources = {"paths": DataPathsResource(data_dir=str(root), df2_root=""), **(resources or {})}
+    ops = (run_config or {}).get("ops", {})
+
+    def run(assets: list[dg.AssetsDefinition], partition: str | None) -> dg.ExecuteInProcessResult:
+        names = {key.to_user_string() for asset in assets for key in asset.keys}
+        return dg.materialize(
+            assets,
+            partition_key=partition,
+            resources=resources,
+            run_config={"ops": {name: config for name, config in ops.items() if name in names}},
+            raise_on_error=raise_on_error,
+            instance=instance,
+        )
+
+    partitioned = [asset for asset in selection if asset.partitions_def is not None]
+    rest = [asset for asset in selection if asset.partitions_def is None]
+    runs: dict[str | None, dg.ExecuteInProcessResult] = {}
+    for site in sites if partitioned else ():
+        runs[site] = run(partitioned, site)
+    if rest:
+        runs[None] = run(rest, None)
+    return RetrievalRuns(runs)

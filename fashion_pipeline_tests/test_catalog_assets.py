@@ -24,7 +24,7 @@ from fashion_pipeline.lib.common.paths import DataPaths
 from fashion_pipeline.lib.samples.demo_shop import DemoShop, make_stand_in_items
 from fashion_pipeline.lib.samples.demo_shop_site import serve_directory
 from fashion_pipeline_tests.fixtures_catalog import faulty_shop_handler, require_chromium
-from fashion_pipeline_tests.fixtures_retrieval import HistogramEmbedder
+from fashion_pipeline_tests.fixtures_retrieval import HistogramEmbedder, materialize_retrieval
 
 CATALOG = dg.AssetKey("product_catalog")
 
@@ -154,7 +154,7 @@ def test_a_crawl_with_failing_product_pages_never_shrinks_the_catalog_or_the_ind
         json.dumps({"registered_version": embedder.version, "embedding_dim": embedder.embedding_dim})
     )
     monkeypatch.setattr(retrieval_loading, "load_embedder", lambda model_dir: HistogramEmbedder())
-    downstream = [product_catalog, retrieval_assets.catalog_embeddings, retrieval_assets.knn_index]
+    embedded = [retrieval_assets.catalog_embeddings, retrieval_assets.knn_index]
 
     def crawl_and_follow(failing: list[str]) -> dg.ExecuteInProcessResult:
         faults = {f"/p/{sku}.html": "500" for sku in failing}
@@ -164,7 +164,8 @@ def test_a_crawl_with_failing_product_pages_never_shrinks_the_catalog_or_the_ind
         crawl = dg.materialize(
             [catalog_raw, catalog_images], partition_key="demo_shop", resources=resources, raise_on_error=False
         )
-        assert dg.materialize(downstream, resources=resources).success
+        assert dg.materialize([product_catalog], resources=resources).success
+        assert materialize_retrieval(embedded, data.root, sites=["demo_shop"]).success
         return crawl
 
     assert crawl_and_follow([]).success

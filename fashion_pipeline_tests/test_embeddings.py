@@ -20,13 +20,13 @@ def test_first_run_embeds_every_readable_product_and_reports_the_rest(retrieval_
 
     assert list(table.columns) == embeddings.EMBEDDING_COLUMNS
     assert len(table) == READABLE and stats.embedded == READABLE and stats.reused == 0
-    assert stats.failed == {"other_shop:dead": "no image file (download failed or no image URL)"}
+    assert stats.failed == {"darveys:dead": "no image file (download failed or no image URL)"}
     assert embedder.calls == 3  # batches of 4, 4, 1
     matrix = embeddings.embedding_matrix(table)
     assert matrix.shape == (READABLE, 64) and matrix.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-6)
     assert set(table["model_version"]) == {1}
-    assert table["product_id"].tolist() == [p for p in retrieval_world.products["product_id"] if p != "other_shop:dead"]
+    assert table["product_id"].tolist() == [p for p in retrieval_world.products["product_id"] if p != "darveys:dead"]
 
 
 def test_second_run_embeds_only_the_changed_product(retrieval_world: RetrievalWorld) -> None:

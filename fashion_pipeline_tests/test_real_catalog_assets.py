@@ -18,6 +18,7 @@ from fashion_pipeline.defs.retrieval import assets, loading, real_catalog
 from fashion_pipeline.lib.common.paths import DataPaths
 from fashion_pipeline.lib.retrieval import knn, layout_store
 from fashion_pipeline.lib.retrieval.projection import PROJECTION_FILE
+from fashion_pipeline_tests.fixtures_retrieval import materialize_retrieval
 
 SHAPES = {"Tshirts": (20, 30, 76, 90), "Shirts": (34, 14, 62, 110), "Jeans": (30, 10, 66, 118)}
 COLOURS = {"Red": (200, 30, 40), "Navy Blue": (25, 35, 80), "Green": (45, 150, 65)}
@@ -64,8 +65,8 @@ def labelled_world(tmp_path: Path, monkeypatch) -> tuple[DataPaths, Path, pd.Dat
     (paths.classifier_dir / "metadata.json").write_text(json.dumps({"registered_version": 1, "embedding_dim": 4}))
     products = pd.DataFrame(
         {
-            "product_id": "shop:" + table["id"],
-            "site": "shop",
+            "product_id": "real_products:" + table["id"],
+            "site": "real_products",  # the configured site of real product photos
             "name": table["articleType"],
             "url": "http://127.0.0.1/" + table["id"],
             "image_url": None,
@@ -109,7 +110,7 @@ def test_layout_chosen_on_validation_travels_with_the_index_and_is_scored(labell
     assert run.data.params["layout_id"] == stored.layout.layout_id
     assert float(run.data.params["weight_backbone"]) == 0.5
 
-    _run(paths, [assets.catalog_embeddings, assets.knn_index], tmp_path)
+    materialize_retrieval([assets.catalog_embeddings, assets.knn_index], paths.root, sites=["real_products"])
     indexes = knn.load_indexes(paths.index_dir)
     assert {index.layout.layout_id for index in indexes.values()} == {stored.layout.layout_id}
     assert indexes["shirt"].manifest.dimension == stored.layout.dimension

@@ -17,7 +17,15 @@ from fashion_pipeline.defs.resources import DataPathsResource, MlflowResource
 from fashion_pipeline.defs.retrieval import assets, evaluation, loading
 from fashion_pipeline.lib.common.paths import DataPaths
 from fashion_pipeline.lib.retrieval import colour, embeddings, knn, retrieval_eval
-from fashion_pipeline_tests.fixtures_retrieval import HistogramEmbedder, RetrievalWorld, demo_shop_catalog
+from fashion_pipeline_tests.fixtures_retrieval import (
+    OTHER_SITE,
+    WORLD_SITES,
+    HistogramEmbedder,
+    RetrievalRuns,
+    RetrievalWorld,
+    demo_shop_catalog,
+    materialize_retrieval,
+)
 
 RETRIEVAL_ASSETS = [assets.catalog_embeddings, assets.knn_index, evaluation.retrieval_evaluation]
 
@@ -38,51 +46,49 @@ def fake_models(retrieval_world: RetrievalWorld, monkeypatch) -> dict:
     return loaded
 
 
-def _materialize(world: RetrievalWorld, selection, tmp_path: Path) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
+def _materialize(world: RetrievalWorld, selection, tmp_path: Path, sites=WORLD_SITES) -> RetrievalRuns:
+    return materialize_retrieval(
         selection,
-        resources={
-            "paths": DataPathsResource(data_dir=str(world.paths.root), df2_root=""),
-            "mlflow": MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"),
-        },
-        raise_on_error=True,
+        world.paths.root,
+        sites,
+        resources={"mlflow": MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")},
     )
 
 
-def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
-    return {e.check_name: e for e in result.get_asset_check_evaluations()}
-
-
-def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
-    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
-    return {k: v.value for k, v in event.materialization.metadata.items()}
-
-
 def test_the_retrieval_stage_end_to_end(retrieval_world: RetrievalWorld, fake_models: dict, tmp_path: Path) -> None:
-    result = _materialize(retrieval_world, RETRIEVAL_ASSETS, tmp_path)
+    runs = _materialize(retrieval_world, RETRIEVAL_ASSETS, tmp_path)
 
-    assert result.success
-    checks = _checks(result)
-    assert {name: c.passed for name, c in checks.items()} == {
-        "one_row_per_product": True,
-        "dimension_matches_model": True,
-        "finite_unit_vectors": True,
-        "catalog_not_lost": True,  # first run: nothing embedded before, nothing to lose
-        "all_images_embedded": False,  # the product whose image never downloaded: a warning, not a block
+    assert runs.success
+    passed = {"one_row_per_product", "dimension_matches_model", "finite_unit_vectors", "catalog_not_lost"}
+    # First run: nothing embedded before, nothing to lose.
+    assert {name: c.passed for name, c in runs.checks("demo_shop").items()} == dict.fromkeys(
+        [*passed, "all_images_embedded"], True
+    )
+    other = runs.checks(OTHER_SITE)
+    assert {name for name, c in other.items() if c.passed} == passed
+    # The product whose image never downloaded: a warning, not a block.
+    assert other["all_images_embedded"].severity == dg.AssetCheckSeverity.WARN
+    assert f"{OTHER_SITE}:dead" in str(other["all_images_embedded"].metadata["failed"].value)
+    assert {name: c.passed for name, c in runs.checks().items()} == {
         "index_matches_catalog_and_model": True,
         "retrieval_quality": True,  # c2s top-20 (detected) 5/6 >= 0.3, exact top-10 (detected) 0.8 >= 0.5
     }
-    assert checks["all_images_embedded"].severity == dg.AssetCheckSeverity.WARN
-    assert "other_shop:dead" in str(checks["all_images_embedded"].metadata["failed"].value)
 
-    embedded = _metadata(result, "catalog_embeddings")
-    assert (embedded["rows"], embedded["embedded_now"], embedded["failed_images"]) == (9, 9, 1)
+    demo, shop = runs.metadata("catalog_embeddings", "demo_shop"), runs.metadata("catalog_embeddings", OTHER_SITE)
+    assert (demo["rows"], demo["embedded_now"], demo["failed_images"]) == (5, 5, 0)
+    assert (shop["rows"], shop["embedded_now"], shop["failed_images"]) == (4, 4, 1)
+    assert shop["path"] == str(retrieval_world.paths.embeddings_dir / f"{OTHER_SITE}.parquet")
 
+    # The index holds both sites' products.
     indexes = knn.load_indexes(retrieval_world.paths.index_dir)
     assert {c: len(i) for c, i in indexes.items()} == {"dress": 2, "shirt": 3, "short": 2, "skirt": 2}
     assert {i.manifest.model_version for i in indexes.values()} == {1}
+    indexed = {str(p) for index in indexes.values() for p in index.product_ids}
+    assert {p.split(":")[0] for p in indexed} == set(WORLD_SITES)
+    assert indexed == set(retrieval_world.products["product_id"]) - {f"{OTHER_SITE}:dead"}
+    assert f"| {OTHER_SITE} | 4 | 1 |" in runs.metadata("knn_index")["by_site"]
 
-    evaluation = _metadata(result, "retrieval_evaluation")
+    evaluation = runs.metadata("retrieval_evaluation")
     assert evaluation["c2s_detected_top20"] == pytest.approx(5 / 6, abs=1e-4)
     saved = json.loads((retrieval_world.paths.evaluation_dir / "retrieval.json").read_text())
     assert saved["metrics"]["exact_detected_top10"] == pytest.approx(0.8)
@@ -102,13 +108,14 @@ def test_rematerializing_embeds_only_the_changed_product(
     changed = retrieval_world.products.iloc[0]
     Image.new("RGB", (64, 96), (40, 200, 40)).save(changed["image_path"])
 
-    result = _materialize(retrieval_world, [assets.catalog_embeddings], tmp_path)
+    runs = _materialize(retrieval_world, [assets.catalog_embeddings], tmp_path)
 
-    metadata = _metadata(result, "catalog_embeddings")
-    assert (metadata["embedded_now"], metadata["reused"]) == (1, 8)
-    assert fake_models["embedders"][-1].embedded == 1
-    table = embeddings.read_embeddings(retrieval_world.paths.embeddings)
-    assert table.attrs["failed"] == {"other_shop:dead": "no image file (download failed or no image URL)"}
+    metadata = runs.metadata("catalog_embeddings", "demo_shop")
+    assert (metadata["embedded_now"], metadata["reused"]) == (1, 4)
+    assert runs.metadata("catalog_embeddings", OTHER_SITE)["embedded_now"] == 0
+    assert fake_models["embedders"][-2].embedded == 1
+    table = embeddings.read_embeddings(retrieval_world.paths.embeddings_dir / f"{OTHER_SITE}.parquet")
+    assert table.attrs["failed"] == {f"{OTHER_SITE}:dead": "no image file (download failed or no image URL)"}
 
 
 def test_index_check_fails_and_keeps_the_served_index_when_the_champion_moved_on(
@@ -127,7 +134,7 @@ def test_index_check_fails_and_keeps_the_served_index_when_the_champion_moved_on
         raise_on_error=False,
     )
 
-    check = _checks(result)["index_matches_catalog_and_model"]
+    check = {e.check_name: e for e in result.get_asset_check_evaluations()}["index_matches_catalog_and_model"]
     assert not check.passed
     assert "the champion is version 2: rematerialize catalog_embeddings" in check.description
     assert served_marker.is_file()  # the disagreeing index did not replace the served one
@@ -156,15 +163,18 @@ def test_real_classifier_embeds_the_catalog(retrieval_world: RetrievalWorld, tmp
     metadata.update(input_size=32, embedding_dim=576, model_file=classifier_model.MODEL_FILE)
     (model_dir / "metadata.json").write_text(json.dumps(metadata))
 
-    result = _materialize(retrieval_world, [assets.catalog_embeddings, assets.knn_index], tmp_path)
+    runs = _materialize(retrieval_world, [assets.catalog_embeddings, assets.knn_index], tmp_path)
 
-    checks = _checks(result)
-    assert all(
-        checks[name].passed for name in ("one_row_per_product", "dimension_matches_model", "finite_unit_vectors")
+    for site in WORLD_SITES:
+        checks = runs.checks(site)
+        assert all(
+            checks[name].passed for name in ("one_row_per_product", "dimension_matches_model", "finite_unit_vectors")
+        )
+    assert runs.checks()["index_matches_catalog_and_model"].passed
+    matrix = embeddings.embedding_matrix(
+        embeddings.read_embeddings(retrieval_world.paths.embeddings_dir / "demo_shop.parquet")
     )
-    assert checks["index_matches_catalog_and_model"].passed
-    matrix = embeddings.embedding_matrix(embeddings.read_embeddings(retrieval_world.paths.embeddings))
-    assert matrix.shape == (9, 576 + colour.DIMENSION)  # the embedding and the colour descriptor (default layout)
+    assert matrix.shape == (5, 576 + colour.DIMENSION)  # the embedding and the colour descriptor (default layout)
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
 
 
@@ -184,10 +194,10 @@ def test_trained_models_through_the_whole_stage(trained_models, tiny_dataset, tm
     products = demo_shop_catalog(items, paths)
     world = RetrievalWorld(paths=paths, items=items, products=products, colours={})
 
-    result = _materialize(world, RETRIEVAL_ASSETS, tmp_path)
+    runs = _materialize(world, RETRIEVAL_ASSETS, tmp_path, sites=["demo_shop"])
 
-    checks = _checks(result)
-    assert all(check.passed for name, check in checks.items() if name != "retrieval_quality")
+    assert all(check.passed for check in runs.checks("demo_shop").values())
+    assert all(check.passed for name, check in runs.checks().items() if name != "retrieval_quality")
     saved = json.loads((paths.evaluation_dir / "retrieval.json").read_text())
     queries, gallery, _ = retrieval_eval.consumer_to_shop_split(items)
     assert saved["counts"]["c2s_queries"] == len(queries) > 0

@@ -7,32 +7,16 @@ import json
 import shutil
 from pathlib import Path
 
-import dagster as dg
 import pandas as pd
 
-from fashion_pipeline.defs.resources import DataPathsResource
 from fashion_pipeline.defs.retrieval import assets
 from fashion_pipeline.lib.retrieval import knn, shrink_guard
-from fashion_pipeline_tests.fixtures_retrieval import RetrievalWorld
+from fashion_pipeline_tests.fixtures_retrieval import RetrievalRuns, RetrievalWorld, materialize_retrieval
 from fashion_pipeline_tests.test_retrieval_assets import fake_models  # noqa: F401  (a fixture)
 
 
-def _run(world: RetrievalWorld, selection, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        selection,
-        resources={"paths": DataPathsResource(data_dir=str(world.paths.root), df2_root="")},
-        run_config=run_config,
-        raise_on_error=False,
-    )
-
-
-def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
-    return {e.check_name: e for e in result.get_asset_check_evaluations()}
-
-
-def _index_metadata(result: dg.ExecuteInProcessResult) -> dict:
-    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "knn_index"]
-    return {k: v.value for k, v in event.materialization.metadata.items()}
+def _run(world: RetrievalWorld, selection, run_config: dict | None = None) -> RetrievalRuns:
+    return materialize_retrieval(selection, world.paths.root, run_config=run_config, raise_on_error=False)
 
 
 def test_moved_images_never_empty_the_served_index(retrieval_world: RetrievalWorld, fake_models, tmp_path: Path):  # noqa: F811
@@ -42,28 +26,30 @@ def test_moved_images_never_empty_the_served_index(retrieval_world: RetrievalWor
     assert len(served) == 9  # 10 products, one without an image
 
     shutil.move(paths.catalog_images_dir, tmp_path / "moved-images")
-    result = _run(retrieval_world, [assets.catalog_embeddings, assets.knn_index])
-    check = _checks(result)["catalog_not_lost"]
+    runs = _run(retrieval_world, [assets.catalog_embeddings])
+    check = runs.checks("demo_shop")["catalog_not_lost"]
     assert not check.passed
-    assert check.description.startswith("9 of the 9 products in the last embeddings (100%, limit 5%) are still")
-    # The blocking check stopped the run before knn_index: nothing was rebuilt.
-    assert "knn_index" not in {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert check.description.startswith(
+        "5 of the 5 products in the last embeddings of demo_shop (100%, limit 5%) are still"
+    )
+    assert not runs.checks("darveys")["catalog_not_lost"].passed
     assert sorted(shrink_guard.served_product_ids(paths.index_dir)) == served
 
-    # knn_index on its own (a sensor, an operator) over the emptied embeddings: refused, the index kept.
-    result = _run(retrieval_world, [assets.knn_index])
-    check = _checks(result)["index_matches_catalog_and_model"]
+    # knn_index over the emptied embeddings (the automation follows the partitions' updates): refused, the
+    # index kept.
+    runs = _run(retrieval_world, [assets.knn_index])
+    check = runs.checks()["index_matches_catalog_and_model"]
     assert not check.passed
     assert "9 of the 9 products in the served index (100%, limit 5%)" in check.description
     assert sorted(shrink_guard.served_product_ids(paths.index_dir)) == served
-    metadata = _index_metadata(result)
+    metadata = runs.metadata("knn_index")
     assert metadata["products"] == 9
     assert metadata["served"] == "the previous indexes (the new build was discarded)"
     assert metadata["discarded_build_products"] == 0
 
     # The share is a setting: an operator who means to drop those products can allow it.
-    result = _run(retrieval_world, [assets.knn_index], {"ops": {"knn_index": {"config": {"max_lost_share": 1.0}}}})
-    assert _checks(result)["index_matches_catalog_and_model"].passed
+    runs = _run(retrieval_world, [assets.knn_index], {"ops": {"knn_index": {"config": {"max_lost_share": 1.0}}}})
+    assert runs.checks()["index_matches_catalog_and_model"].passed
     assert shrink_guard.served_product_ids(paths.index_dir) == []
 
 
@@ -81,9 +67,9 @@ def test_a_kept_index_reports_the_served_model_version(retrieval_world: Retrieva
     assert _run(retrieval_world, [assets.catalog_embeddings, assets.knn_index]).success
     metadata_file = retrieval_world.paths.classifier_dir / "metadata.json"
     metadata_file.write_text(json.dumps({**json.loads(metadata_file.read_text()), "registered_version": 2}))
-    result = _run(retrieval_world, [assets.knn_index])
-    assert not _checks(result)["index_matches_catalog_and_model"].passed
-    metadata = _index_metadata(result)
+    runs = _run(retrieval_world, [assets.knn_index])
+    assert not runs.checks()["index_matches_catalog_and_model"].passed
+    metadata = runs.metadata("knn_index")
     assert metadata["model_version"] == 1
     assert metadata["discarded_build_products"] == 9
     by_category = pd.DataFrame([m.to_json() for m in shrink_guard.served_manifests(retrieval_world.paths.index_dir)])

@@ -105,6 +105,7 @@ def materialize_all(sites: list[str], retrain: bool = False, profile: str = "dem
     """Materialize the whole graph in dependency order, partitioned assets once per requested partition."""
     import dagster as dg
 
+    from fashion_pipeline.commands.stack_runs import batches
     from fashion_pipeline.definitions import defs
     from fashion_pipeline.lib.common.paths import DataPaths
 
@@ -118,28 +119,12 @@ def materialize_all(sites: list[str], retrain: bool = False, profile: str = "dem
     instance = dg.DagsterInstance.get()
     graph = defs.resolve_asset_graph()
     job_assets = list(defs.assets or [])
-    # Three runs: what needs no crawl (dataset, training), the crawl per site, then what follows the crawl.
-    # Jobs cannot mix partitioned and unpartitioned assets, so the crawl runs on its own.
-    keys = [
-        key
-        for key in graph.toposorted_asset_keys
-        if graph.get(key).is_materializable and key.to_user_string() not in keep
-    ]
-    partitioned = [key for key in keys if graph.get(key).partitions_def is not None]
-    after_crawl = set()
-    for key in keys:
-        if key not in partitioned and any(p in partitioned or p in after_crawl for p in graph.get(key).parent_keys):
-            after_crawl.add(key)
-    before = [key for key in keys if key not in partitioned and key not in after_crawl]
-    batches: list[tuple[object, list[dg.AssetKey]]] = [
-        (None, before),
-        (graph.get(partitioned[0]).partitions_def if partitioned else None, partitioned),
-        (None, [key for key in keys if key in after_crawl]),
-    ]
-    for partitions, batch in batches:
-        if not batch:
-            continue
+    keys = {key for key in graph.get_all_asset_keys() if key.to_user_string() not in keep}
+    # Jobs cannot mix partitioned and unpartitioned assets: the graph is cut where they alternate (dataset
+    # and training; the crawl per site; the merged catalog; the embeddings per site; indexes and evaluations).
+    for batch in batches(graph, keys):
         names = ", ".join(key.to_user_string() for key in batch)
+        partitions = graph.get(batch[0]).partitions_def
         partition_keys = [None] if partitions is None else [s for s in sites if s in partitions.get_partition_keys()]
         for partition_key in partition_keys:
             label = f"{names}" + (f" [{partition_key}]" if partition_key else "")

@@ -44,23 +44,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def batches(graph: Any, selected: set[Any]) -> list[list[Any]]:
-    """Selected assets in dependency order, cut where partitioned and unpartitioned assets alternate."""
+    """Selected assets in dependency order, cut where partitioned and unpartitioned assets alternate.
+
+    Each batch is one kind (all partitioned alike, or all unpartitioned): one run, or one run per partition.
+    The graph alternates here (dataset and training, then the crawl per site, the merged catalog, the
+    embeddings per site, then the indexes and evaluations), so the batches alternate too.
+    """
     level: dict[Any, int] = {}
     for key in graph.toposorted_asset_keys:
         node = graph.get(key)
-        partitioned = node.partitions_def is not None
         level[key] = max(
-            (
-                level[p] + (partitioned != (graph.get(p).partitions_def is not None))
-                for p in node.parent_keys
-                if p in level
-            ),
+            (level[p] + (node.partitions_def != graph.get(p).partitions_def) for p in node.parent_keys if p in level),
             default=0,
         )
     ordered = [key for key in graph.toposorted_asset_keys if key in selected and graph.get(key).is_materializable]
-    grouped: dict[int, list[Any]] = {}
+    kinds: list[Any] = []  # the partitions definitions seen (None: unpartitioned)
+    grouped: dict[tuple[int, int], list[Any]] = {}
     for key in ordered:
-        grouped.setdefault(level[key], []).append(key)
+        # Assets at one level that are partitioned differently (none today) still get runs of their own.
+        partitions = graph.get(key).partitions_def
+        if partitions not in kinds:
+            kinds.append(partitions)
+        grouped.setdefault((level[key], kinds.index(partitions)), []).append(key)
     return [grouped[n] for n in sorted(grouped)]
 
 

@@ -113,8 +113,9 @@ class DataPaths:
 
     # --- retrieval ------------------------------------------------------------------------------------
     @property
-    def embeddings(self) -> Path:
-        return self.root / "embeddings" / "catalog_embeddings.parquet"
+    def embeddings_dir(self) -> Path:
+        """catalog_embeddings: one `<site>.parquet` per site partition (lib/retrieval/site_embeddings.py)."""
+        return self.root / "embeddings" / "sites"
 
     @property
     def index_dir(self) -> Path:

@@ -116,10 +116,10 @@ class Recommender:
         except (FileNotFoundError, KnnIndexError, LayoutError, ProjectionError) as exc:
             # Their messages name the file and the asset to materialize; the caller shows them as they are.
             raise RecommenderError(str(exc)) from exc
-        embeddings_versions = None
-        if paths.embeddings.exists():
-            versions = pd.read_parquet(paths.embeddings, columns=["model_version"])["model_version"]
-            embeddings_versions = {int(v) for v in versions.unique()}
+        from fashion_pipeline.lib.retrieval.site_embeddings import model_versions
+
+        # Decides which asset a stale index names: knn_index alone, or catalog_embeddings first.
+        embeddings_versions = model_versions(paths.embeddings_dir)
         recommender = cls(detector, embedder, indexes, products, paths=paths, embeddings_versions=embeddings_versions)
         recommender.warm_up()
         return recommender

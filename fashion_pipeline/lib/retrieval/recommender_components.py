@@ -137,7 +137,7 @@ def check_index_versions(
 ) -> None:
     """Refuse indexes built from another embedding model than the one loaded, naming the asset to redo.
 
-    `embeddings_versions` (the model versions in catalog_embeddings.parquet, when known) decides whether
+    `embeddings_versions` (the model versions in the sites' catalog_embeddings files, when known) decides whether
     only the index is stale (rematerialize knn_index) or the embeddings too (catalog_embeddings first).
     """
     if not indexes:
