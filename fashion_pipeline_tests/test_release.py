@@ -179,11 +179,13 @@ def test_the_serving_release_asset_switches_then_keeps_then_refuses(data_root, m
     paths = data_root.paths
     monkeypatch.setattr(release_asset, "load_release", fake_load)
 
-    def materialize() -> tuple[dict, dict[str, bool]]:
+    def materialize(succeeds: bool = True) -> tuple[dict, dict[str, bool]]:
         result = dg.materialize(
             [release_asset.serving_release],
             resources={"paths": DataPathsResource(data_dir=str(paths.root), df2_root="")},
+            raise_on_error=False,
         )
+        assert result.success is succeeds  # a failed blocking check fails the run
         [event] = result.get_asset_materialization_events()
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
         return {k: v.value for k, v in event.materialization.metadata.items()}, checks
@@ -198,7 +200,7 @@ def test_the_serving_release_asset_switches_then_keeps_then_refuses(data_root, m
     assert checks["release_loads_and_agrees"] and release_ids(paths) == [released["release"]]
 
     _publish(paths.classifier_dir, EMBEDDER_VERSION + 1, b"classifier weights v4")
-    refused, checks = materialize()
+    refused, checks = materialize(succeeds=False)
     assert refused["outcome"] == "refused" and refused["refused_release"] != "none"
     assert refused["release"] == released["release"] == current_release_id(paths)
     assert refused["classifier_version"] == EMBEDDER_VERSION  # the metadata describes what is served
