@@ -12,7 +12,7 @@ from PIL import Image
 
 from fashion_pipeline.lib.retrieval import category_rule_fit as fit
 from fashion_pipeline.lib.retrieval.category_rule import DEFAULT_RULE, CategoryRule, decide, whole_photo
-from fashion_pipeline.lib.retrieval.query import NO_GARMENT_MESSAGE
+from fashion_pipeline.lib.retrieval.query import NO_GARMENT_MESSAGE, Recommendation, explain
 from fashion_pipeline_tests.fixtures_category import ReadingEmbedder, SaidDetector, reading, said_recommender
 from fashion_pipeline_tests.fixtures_serving import FakeDetection, garment_photo
 
@@ -51,6 +51,16 @@ def test_the_whole_photo_is_searched_only_when_the_classifier_is_sure():
     sure = whole_photo(reading("short", 0.8), RULE)
     assert (sure.category, sure.searched_as, sure.probability) == ("short", "whole photo classified", 0.8)
     assert whole_photo(reading("short", 0.5), RULE) is None
+
+
+def test_a_near_certain_probability_is_never_said_as_certainty():
+    assert "(over 99%)" in whole_photo(reading("short", 0.9996), RULE).message
+    product = Recommendation("p", "Jeans", 10.0, "USD", 10.0, "shop", "u", None, 0.5)
+    assert (
+        explain("short", "classified", None, product, 0.9996)
+        == "short, as the classifier reads this garment (over 99%)"
+    )
+    assert explain("short", "classified", None, product, 0.994) == "short, as the classifier reads this garment (99%)"
 
 
 @pytest.mark.parametrize(

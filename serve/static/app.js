@@ -163,7 +163,9 @@ function showAnswer(answer) {
     if (garment.score <= 0) note = "whole photo";
     else if (chosenCategory()) note = `searched as ${garment.category}`;
     else if (garment.searched_as === "classified" && garment.classifier_probability !== null) {
-      note = `classifier ${Math.round(garment.classifier_probability * 100)}% sure`;
+      // As the server says it (query.said_probability): a softmax of 0.9996 is no certainty.
+      const probability = garment.classifier_probability;
+      note = `classifier ${probability >= 0.995 ? "over 99" : Math.round(probability * 100)}% sure`;
     }
     button.querySelector(".garment-score").textContent = note;
     const detectorSaid = garment.detected_category;

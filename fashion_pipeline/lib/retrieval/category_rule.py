@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fashion_pipeline.lib.retrieval.query import said_probability
+
 RULES = ("detector", "classifier", "product", "classifier_above")
 
 
@@ -71,7 +73,7 @@ class CategoryDecision:
         if self.searched_as == "whole photo classified" and self.probability is not None:
             return (
                 f"No garment boxed; the classifier reads the whole photo as {self.category} "
-                f"({self.probability:.0%}), so it was searched as {self.category}."
+                f"({said_probability(self.probability)}), so it was searched as {self.category}."
             )
         return f"No garment found; searched the whole photo as {self.category}."
 

@@ -117,7 +117,7 @@ def explain(
     `category`, is said where the classifier decided the category. The colour family is named only when the
     crop's dominant colour (from its pixels) and the shop's stated colour fall in the same family.
     """
-    said = f" ({probability:.0%})" if probability is not None else ""
+    said = f" ({said_probability(probability)})" if probability is not None else ""
     reason = {
         "detected": f"{category}, the category detected in your photo",
         "classified": f"{category}, as the classifier reads this garment{said}",
@@ -128,3 +128,8 @@ def explain(
     if photo_family is not None and product.colour_family == photo_family:
         reason += f"; same colour family as your photo ({photo_family})"
     return reason
+
+
+def said_probability(probability: float) -> str:
+    """A model's probability in words: a softmax of 0.9996 is not a certainty, so it never reads 100 %."""
+    return "over 99%" if probability >= 0.995 else f"{probability:.0%}"
