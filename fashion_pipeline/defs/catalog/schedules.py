@@ -2,8 +2,9 @@
 
 Dagster jobs cannot mix partitioned and unpartitioned assets, so the schedule launches one run of the
 recrawl job (catalog_raw + catalog_images) per site partition. `product_catalog` follows on its own through
-its automation condition once those runs have finished, and so do the retrieval assets downstream of it
-(catalog_embeddings, knn_index) when they carry `AutomationCondition.eager()`. The automation sensor below
+its automation condition once those runs have finished, and so do the retrieval assets downstream of it:
+the recrawled site's catalog_embeddings partition once product_catalog has merged it, then knn_index and
+serving_release (defs/retrieval: their conditions say exactly when). The automation sensor below
 evaluates those conditions; it is declared here with `default_status=RUNNING` because Dagster's implicit
 default automation sensor starts stopped, and a schedule whose follow-up never runs would not refresh anything.
 """
