@@ -30,6 +30,7 @@ from fashion_pipeline.lib.training.classifier_model import (
     build_classifier,
 )
 from fashion_pipeline.lib.training.classifier_transfer import epoch_metrics, train_from_pretrained
+from fashion_pipeline.lib.training.time_budget import cosine_time_budget
 
 REGISTERED_MODEL = "garment-classifier"
 GATE_METRIC = "accuracy"
@@ -102,20 +103,23 @@ def _train_end_to_end(
     validation: tuple[Sequence[str], np.ndarray],
     on_epoch_end: Callable[[dict[str, float], int], None] | None,
 ) -> tuple[dict[str, list[float]], np.ndarray]:
-    """From random initialisation: every layer trains, cosine-decayed learning rate, best epoch restored."""
+    """From random initialisation: every layer trains, learning rate cosine-decayed per epoch over the epochs that
+    fit the time budget (all of them without one), best epoch restored."""
     keras = frameworks.keras()
     data = fit_data(keras, train, validation, settings.input_size, settings.resize, settings.batch_size, settings.seed)
     model = built.model
-    schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, settings.epochs * data.steps_per_epoch)
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=keras.optimizers.Adam(settings.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         weighted_metrics=["accuracy"],  # weighted: padding in the last validation batch counts 0
     )
     early_stopping = keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=settings.patience, restore_best_weights=True
     )
-    callbacks = [early_stopping]
+    callbacks = [
+        cosine_time_budget(settings.learning_rate, settings.epochs, settings.time_minutes * 60),
+        early_stopping,
+    ]
     if on_epoch_end is not None:
         callbacks.append(
             keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: on_epoch_end(epoch_metrics(logs), e + 1))
