@@ -5,10 +5,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import fnmatch
+import glob
 import hashlib
 import json
 import os
 import shutil
+import signal
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -36,24 +40,91 @@ def _fsync_tree(folder: Path) -> None:
         _fsync(Path(dirpath))
 
 
+# --- the fault suite's seam ---------------------------------------------------------------------------
+# fashion_pipeline_tests/test_kill_faults.py SIGKILLs real materializations at the moments of a write where a
+# crash could lose or leave something (a temp written but not renamed, between a swap's two renames, swapped
+# but not cleaned up, a release's pointer moved but not recorded) to prove that none does. It sets
+# FASHION_FAULT_KILL=<point>@<target name glob> in the run's environment; unset (always, outside that suite) a
+# fault point costs one environment lookup and does nothing.
+FAULT_KILL_ENV = "FASHION_FAULT_KILL"
+
+
+def _fault_armed(point: str, target: Path) -> bool:
+    spec = os.environ.get(FAULT_KILL_ENV)
+    if not spec:
+        return False
+    wanted, _, name = spec.partition("@")
+    return wanted == point and fnmatch.fnmatchcase(target.name, name or "*")
+
+
+def fault_point(point: str, target: Path) -> None:
+    """SIGKILL this process here when FASHION_FAULT_KILL names `point` and `target` (test-only, see above)."""
+    if _fault_armed(point, target):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --- files ---------------------------------------------------------------------------------------------
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}."
+
+
+def _claimed_temp_file(target: Path) -> tuple[int, Path]:
+    """A new temp file beside `target`, flock-ed for as long as the returned descriptor stays open.
+
+    The lock marks it as a live writer's: the kernel drops it when the writer ends, even by SIGKILL, so a
+    temp file nobody holds is a killed writer's and may go.
+    """
+    while True:
+        fd, name = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink:
+            return fd, Path(name)
+        os.close(fd)  # removed as dead between its creation and the lock: take another name
+
+
+def _remove_dead_temp_files(target: Path) -> None:
+    """Remove temp files of `target`'s killed writers (those no live writer holds locked)."""
+    for name in glob.glob(glob.escape(_temp_prefix(target)) + "*.tmp", root_dir=target.parent, include_hidden=True):
+        leftover = target.parent / name
+        try:
+            fd = os.open(leftover, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue  # gone meanwhile, or not a file of ours (a folder, a link)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live writer's
+            leftover.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary file path in the target's folder; on success it replaces `target` in one rename."""
+    """Yield a temporary file path in the target's folder; on success it replaces `target` in one rename.
+
+    Temp files that killed writers left beside `target` are removed first.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be readable like any written file
+    _remove_dead_temp_files(target)
+    fd, tmp = _claimed_temp_file(target)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are meant to be readable like any written file
         yield tmp
         _fsync(tmp)  # the bytes reach the disk before the name points at them
+        fault_point("atomic_path:before_rename", target)
         os.replace(tmp, target)
         _fsync(target.parent)  # and the rename itself survives a power cut
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)  # releases the claim on the temp file
 
 
+# --- folders -------------------------------------------------------------------------------------------
 _RENAME_EXCHANGE = 2  # linux/fs.h
 
 
@@ -81,13 +152,15 @@ def _recover(target: Path) -> None:
     A two-rename swap killed between its renames leaves the old folder in `.<name>.*.old/old` and no target:
     it is put back. Temporary folders of killed writers are removed.
     """
-    for leftover in sorted(target.parent.glob(f".{target.name}.*.old")):
+    prefix = glob.escape(_temp_prefix(target))
+    for name in sorted(glob.glob(prefix + "*.old", root_dir=target.parent, include_hidden=True)):
+        leftover = target.parent / name
         if not target.exists() and (leftover / "old").exists():
             os.replace(leftover / "old", target)
         shutil.rmtree(leftover, ignore_errors=True)
-    for leftover in target.parent.glob(f".{target.name}.*.tmp"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
+    for name in glob.glob(prefix + "*.tmp", root_dir=target.parent, include_hidden=True):
+        if (target.parent / name).is_dir():
+            shutil.rmtree(target.parent / name, ignore_errors=True)
 
 
 @contextmanager
@@ -110,29 +183,34 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     """Yield an empty temporary folder; on success it takes the place of `target` (old one removed after).
 
     The swap is one atomic exchange where the file system offers it; elsewhere two renames (old -> trash,
-    new -> target), and a crash between them is repaired by the next write to the same target. Either way
-    the target is never half-written, and the new files are on disk before they are swapped in.
+    new -> target), and a crash between them is repaired by the next write to the same target.
+    Either way the target is never half-written, and the new files are on disk before they are swapped in.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _locked(target):
         _recover(target)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700
         try:
             yield tmp
             _fsync_tree(tmp)
-            if target.exists() and _exchange(tmp, target):
-                pass  # tmp now holds the old folder, removed below
+            fault_point("atomic_dir:before_swap", target)
+            # A kill asked for between the renames needs the two-rename swap: the only one with that moment.
+            two_renames = _fault_armed("atomic_dir:between_renames", target)
+            trash = None
+            if target.exists() and not two_renames and _exchange(tmp, target):
+                trash = tmp  # it now holds the old folder
             else:
-                trash = None
                 if target.exists():
-                    trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+                    trash = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".old", dir=target.parent))
                     os.replace(target, trash / "old")
+                    fault_point("atomic_dir:between_renames", target)
                 os.replace(tmp, target)
-                if trash is not None:
-                    shutil.rmtree(trash, ignore_errors=True)
             _fsync(target.parent)
+            fault_point("atomic_dir:after_swap", target)
+            if trash is not None:
+                shutil.rmtree(trash, ignore_errors=True)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -141,6 +219,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
 def fsync_tree(folder: Path) -> None:
     """Flush every file and folder under `folder`, before a rename or a link makes it reachable as complete."""
     _fsync_tree(Path(folder))
+    fault_point("fsync_tree:done", Path(folder))  # the caller's rename comes next (a release build's folder)
 
 
 def replace_symlink(link: Path, points_to: str) -> None:
@@ -153,11 +232,13 @@ def replace_symlink(link: Path, points_to: str) -> None:
     tmp = link.parent / f".{link.name}.{os.urandom(8).hex()}.tmp"
     os.symlink(points_to, tmp)
     try:
+        fault_point("replace_symlink:before_rename", link)
         os.replace(tmp, link)
     finally:
         if tmp.is_symlink():
             tmp.unlink()
     _fsync(link.parent)
+    fault_point("replace_symlink:after_rename", link)  # switched; what the caller records next is not
 
 
 def write_parquet(df: pd.DataFrame, target: Path) -> Path:
