@@ -31,14 +31,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 VIEWPORT = {"width": 1280, "height": 800}
 # Where the screenshots go: FASHION_SCREENSHOTS_DIR=docs refreshes the README's pictures; else a temp folder.
 SCREENSHOTS_ENV = "FASHION_SCREENSHOTS_DIR"
-# Chromium's own services that the flags in LOOPBACK_CHROMIUM_ARGS leave on (seen in its network log): account
-# lookups, the component updater and autofill's form lookups. They are pointed at a closed loopback port.
-NOWHERE = "http://127.0.0.1:9/"
-OFFLINE_SERVICES_ARGS = [
-    f"--gaia-url={NOWHERE}",
-    f"--component-updater=url-source={NOWHERE}",
-    f"--autofill-server-url={NOWHERE}",
-]
 LOCAL_SCHEMES = {"data", "blob", "about", "chrome", "chrome-extension", "devtools"}
 
 
@@ -101,13 +93,13 @@ def playwright_session() -> Iterator[object]:
 
 @contextlib.contextmanager
 def chromium(playwright, tmp_dir: Path) -> Iterator[Browser]:
-    """Chromium as the crawl tests start it (LOOPBACK_CHROMIUM_ARGS) plus the services above turned inward.
+    """Chromium as the crawl tests start it (LOOPBACK_CHROMIUM_ARGS, its own services turned inward), with a network log.
 
     On exit it checks both records: no request of any page, worker or of the browser left 127.0.0.1.
     """
     executable = require_chromium()
     net_log = Path(tmp_dir) / "chromium-net-log.json"
-    args = [*LOOPBACK_CHROMIUM_ARGS, *OFFLINE_SERVICES_ARGS, f"--log-net-log={net_log}"]
+    args = [*LOOPBACK_CHROMIUM_ARGS, f"--log-net-log={net_log}"]
     handle = Browser(playwright.chromium.launch(executable_path=executable, args=args), RequestLog(), net_log)
     try:
         yield handle

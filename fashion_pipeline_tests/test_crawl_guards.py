@@ -200,6 +200,11 @@ def test_real_crawls_start_chromium_without_the_loopback_only_resolver(monkeypat
         crawl_settings.DOWNLOAD_MAXSIZE == 10 * 1024 * 1024 and crawl_settings.CATALOG_IMAGE_MAXSIZE == 20 * 1024 * 1024
     )
     assert "--disable-background-networking" in crawl_settings.CHROMIUM_ARGS
+    # Chromium's account, updater and autofill lookups, which the --disable flags leave on, go to a closed port.
+    services = [
+        a for a in crawl_settings.CHROMIUM_ARGS if a.startswith(("--gaia-url", "--component-updater", "--autofill"))
+    ]
+    assert len(services) == 3 and all(a.endswith("=http://127.0.0.1:9/") for a in services)
 
 
 @pytest.mark.parametrize(

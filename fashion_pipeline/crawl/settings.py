@@ -81,6 +81,9 @@ DOWNLOAD_HANDLERS = {
 }
 TWISTED_REACTOR = "twisted.internet.asyncioreactor.AsyncioSelectorReactor"
 PLAYWRIGHT_BROWSER_TYPE = "chromium"
+# Chromium's own services that the --disable-* flags below leave on (seen in its network log): account lookups,
+# the component updater and autofill's form lookups. They are pointed at a closed loopback port.
+CHROMIUM_NOWHERE = "http://127.0.0.1:9/"
 # Flags so Chromium runs in containers and makes no background lookups of its own (STACK.md traps 5, 8).
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -90,6 +93,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    f"--gaia-url={CHROMIUM_NOWHERE}",
+    f"--component-updater=url-source={CHROMIUM_NOWHERE}",
+    f"--autofill-server-url={CHROMIUM_NOWHERE}",
 ]
 # For tests and benchmarks on loopback: every host but 127.0.0.1 is "not found", so a page under test
 # cannot reach out. Never for a real crawl (no shop would resolve): crawls add it only when
